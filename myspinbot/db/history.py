@@ -1,0 +1,201 @@
+"""The durable job history: jobs, their events and trained profiles in SQL.
+
+Redis holds the live state; this is the record that survives restarts. A single
+writer calls `record` with batches; everything else only reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ColumnElement, Engine, Row, Table, create_engine, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from myspinbot.db.migrations import migrate
+from myspinbot.db.schema import job_events as events_table
+from myspinbot.db.schema import jobs as jobs_table
+from myspinbot.db.schema import profiles as profiles_table
+from myspinbot.jobs.models import Job, JobEvent, now
+
+_SQLITE_PRAGMAS = (
+    # Set first: switching to WAL needs a lock another process may briefly hold.
+    "PRAGMA busy_timeout = 10000",
+    # Readers (gateway) never block the writer and vice versa.
+    "PRAGMA journal_mode = WAL",
+    # In WAL mode NORMAL is still corruption-safe; it only risks the last commits on power loss.
+    "PRAGMA synchronous = NORMAL",
+    # SQLite ignores foreign keys unless asked; enforce them as PostgreSQL does.
+    "PRAGMA foreign_keys = ON",
+)
+
+# Events are read without their storage sequence number, which the model does not have.
+_EVENT_COLUMNS = [c for c in events_table.c if c.name != "seq"]
+
+
+class ProfileRecord(BaseModel):
+    """A trained avatar profile and where its artifacts are."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    name: str
+    created_at: float = Field(default_factory=now)
+    job_id: str | None = None
+    base_model: str | None = None
+    trigger_token: str | None = None
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _create_engine(url: str) -> Engine:
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        # The writer is long-lived; survive a database restart between batches.
+        return create_engine(sa_url, pool_pre_ping=True)
+    database = sa_url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # The single writer and the request handlers share the pool across threads.
+    engine = create_engine(sa_url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ON CONFLICT; both backends spell it the same way."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"job history does not support the {dialect!r} dialect")
+
+
+def _upsert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column."""
+    stmt = _insert(dialect, table)
+    keys = [c.name for c in table.primary_key.columns]
+    updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+
+
+def _job(row: Row[Any]) -> Job:
+    return Job.model_validate(dict(row._mapping))
+
+
+class JobHistory:
+    """Jobs, job events and profiles in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = _create_engine(url)
+        migrate(self._engine)
+        dialect = self._engine.dialect.name
+        self._upsert_jobs = _upsert(dialect, jobs_table)
+        self._upsert_profiles = _upsert(dialect, profiles_table)
+        self._insert_events = _insert(dialect, events_table).on_conflict_do_nothing(
+            index_elements=["job_id", "event_id"]
+        )
+
+    # --- writing -----------------------------------------------------------------------
+
+    def record(self, jobs: Sequence[Job], events: Sequence[JobEvent]) -> None:
+        """Upsert `jobs` and add `events` (dropping ones already stored) atomically."""
+        # The last copy of a job in the batch is its newest state.
+        latest = {job.id: job for job in jobs}
+        # mode="json" hands the driver plain str/float/dict, not enums.
+        job_rows = [job.model_dump(mode="json") for job in latest.values()]
+        event_rows = [e.model_dump(mode="json") for e in events]
+        if not job_rows and not event_rows:
+            return
+        with self._engine.begin() as conn:
+            # Jobs first: events reference them.
+            if job_rows:
+                conn.execute(self._upsert_jobs, job_rows)
+            if event_rows:
+                conn.execute(self._insert_events, event_rows)
+
+    def save_profile(self, profile: ProfileRecord) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._upsert_profiles, [profile.model_dump(mode="json")])
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def list_jobs(
+        self,
+        limit: int = 20,
+        offset: int = 0,
+        type: str | None = None,
+        state: str | None = None,
+    ) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and how many jobs match in all."""
+        where: list[ColumnElement[bool]] = []
+        if type is not None:
+            where.append(jobs_table.c.type == type)
+        if state is not None:
+            where.append(jobs_table.c.state == state)
+        page = (
+            select(jobs_table)
+            .where(*where)
+            .order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        count = select(func.count()).select_from(jobs_table).where(*where)
+        with self._engine.connect() as conn:
+            rows = conn.execute(page).all()
+            total = conn.execute(count).scalar_one()
+        return [_job(row) for row in rows], total
+
+    def job_events(self, job_id: str, limit: int = 1000) -> list[JobEvent]:
+        """A job's events in the order they were recorded."""
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(events_table.c.job_id == job_id)
+            .order_by(events_table.c.seq)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [JobEvent.model_validate(dict(row._mapping)) for row in rows]
+
+    def get_profile(self, profile_id: str) -> ProfileRecord | None:
+        query = select(profiles_table).where(profiles_table.c.id == profile_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else ProfileRecord.model_validate(dict(row._mapping))
+
+    def list_profiles(self) -> list[ProfileRecord]:
+        """All profiles, newest first."""
+        newest_first = (profiles_table.c.created_at.desc(), profiles_table.c.id.desc())
+        query = select(profiles_table).order_by(*newest_first)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [ProfileRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self._engine.dispose()

@@ -1,0 +1,78 @@
+"""A tiny ordered migration runner: each step runs once, in its own transaction.
+
+Every step takes a database-wide lock first, so several processes starting at
+once (gateway, function replicas) apply each step exactly once between them.
+
+`schema.py` always describes the current shape and step 1 builds from it, so a
+fresh database gets the latest tables at once. A later step must therefore
+bring *old* databases forward and be a no-op where the change is already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from sqlalchemy import Connection, Engine, select, text
+
+from myspinbot.db.schema import job_events, jobs, metadata, profiles, schema_migrations
+
+log = logging.getLogger(__name__)
+
+# Any fixed 64-bit key; it only has to be the same in every process.
+_PG_LOCK_KEY = 0x6D7973_70696E_62
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _create_tables(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[jobs, job_events, profiles])
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "jobs, job_events and profiles", _create_tables),
+]
+
+
+@contextmanager
+def _locked_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the migration lock until it ends."""
+    if engine.dialect.name == "sqlite":
+        # pysqlite would begin lazily (and only before DML); take the write lock up front.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        yield conn
+
+
+def migrate(engine: Engine) -> None:
+    """Apply the migrations this database has not seen yet, in order."""
+    for migration in MIGRATIONS:
+        with _locked_transaction(engine) as conn:
+            schema_migrations.create(conn, checkfirst=True)
+            done = select(schema_migrations.c.version).where(
+                schema_migrations.c.version == migration.version
+            )
+            if conn.execute(done).first() is not None:
+                continue
+            log.info("applying migration %d: %s", migration.version, migration.description)
+            migration.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(version=migration.version, applied_at=time.time())
+            )

@@ -1,0 +1,111 @@
+"""The SQL shape of the durable job history, as SQLAlchemy Core tables.
+
+JSON values live in TEXT columns (see `JSONText`) rather than a native JSON
+type so that SQLite and PostgreSQL store, compare and return them identically.
+Timestamps are float epoch seconds, matching `Job` and `JobEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON value serialised to TEXT; NULL stays NULL rather than becoming 'null'."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("progress", Double, nullable=False),
+    Column("step", Text),
+    Column("message", Text),
+    Column("eta_seconds", Double),
+    Column("attempt", Integer, nullable=False),
+    Column("params", JSONText, nullable=False),
+    Column("result", JSONText),
+    Column("error", Text),
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_jobs_created_at", "created_at"),
+    Index("ix_jobs_state", "state"),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    # SQLite only auto-assigns an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT one.
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("progress", Double, nullable=False),
+    Column("step", Text),
+    Column("message", Text),
+    Column("eta_seconds", Double),
+    Column("error", Text),
+    Column("result", JSONText),
+    Column("ts", Double, nullable=False),
+    # Re-delivered events (the writer is at-least-once) are dropped against this.
+    UniqueConstraint("job_id", "event_id", name="uq_job_events_job_id_event_id"),
+    # (job_id, seq) serves "events of a job in order" without a sort step.
+    Index("ix_job_events_job_id_seq", "job_id", "seq"),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("job_id", Text),
+    Column("base_model", Text),
+    Column("trigger_token", Text),
+    Column("artifacts", JSONText, nullable=False),
+    Column("metadata", JSONText, nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", Double, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Jobs: the model, progress over weighted steps, events, and the handler wrapper."""

@@ -1,0 +1,166 @@
+"""Turn a job function into a Nuclio handler.
+
+    @job_handler(steps=[Step("prepare", 10), Step("train", 90, after=("prepare",))])
+    def handler_impl(run: JobRun) -> dict:
+        run.progress("prepare", 1.0, "Images ready")
+        ...
+        return {"profileId": ...}
+
+    handler = handler_impl          # module-level `handler(context, event)`
+    init_context = setup            # one Redis client per worker
+
+The wrapper owns the job's lifecycle events (running, completed, cancelled,
+failed for permanent errors); anything else a handler raises goes back to the
+runtime, which retries it with backoff and dead-letters it in the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from myspinbot import keys
+from myspinbot.errors import JobCancelled, PermanentError
+from myspinbot.jobs import events
+from myspinbot.jobs.models import Job, JobState
+from myspinbot.jobs.progress import Step, StepPlan
+from myspinbot.settings import get_settings
+
+ATTEMPT_HEADER = "X-Myspinbot-Attempt"
+
+# Progress events are throttled per job; a step change or a finished step always goes out.
+MIN_REPORT_INTERVAL_S = 0.05
+
+
+def setup(context: Any) -> None:
+    """`init_context` for job functions: a Redis client per worker."""
+    settings = get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("MYSPINBOT_REDIS_URL is not set; job functions need Redis")
+    context.user_data.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+@dataclass
+class JobRun:
+    """What a job function sees: its job, and a way to report progress."""
+
+    job: Job
+    attempt: int
+    plan: StepPlan
+    redis: redis.Redis
+    logger: Any = None
+    _last_report: float = field(default=0.0)
+    _last_step: str | None = field(default=None)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+    def cancel_requested(self) -> bool:
+        return bool(self.redis.exists(keys.job_cancel(self.job.id)))
+
+    def progress(self, step: str, fraction: float = 0.0, message: str | None = None) -> None:
+        """Report progress within `step`; raises JobCancelled if the job was cancelled.
+
+        Every report is a cancellation point, so a handler that reports often
+        stops promptly when asked to.
+        """
+        percent = self.plan.update(step, fraction)
+        now = time.monotonic()
+        if (
+            step == self._last_step
+            and fraction < 1.0
+            and now - self._last_report < MIN_REPORT_INTERVAL_S
+        ):
+            return
+        if self.cancel_requested():
+            raise JobCancelled(f"cancelled during {step}")
+        self._last_report, self._last_step = now, step
+        self._emit(
+            events.progress(
+                self.job.id,
+                percent,
+                step=step,
+                message=message or self.plan.title(step),
+                eta_seconds=self.plan.eta_seconds(),
+            )
+        )
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        stream, fields = events.xadd_args(event)
+        self.redis.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
+
+
+JobFunction = Callable[[JobRun], dict[str, Any] | None]
+
+
+def parse_job(body: Any) -> Job:
+    """The job a stream message carries (Nuclio hands JSON bodies over as dicts)."""
+    if isinstance(body, bytes | bytearray):
+        body = body.decode()
+    if isinstance(body, str):
+        body = json.loads(body)
+    if not isinstance(body, dict):
+        raise PermanentError("job message body is not a JSON object")
+    return Job.model_validate(body)
+
+
+def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any, Any], Any]]:
+    def wrap(fn: JobFunction) -> Callable[[Any, Any], Any]:
+        @functools.wraps(fn)
+        def handler(context: Any, event: Any) -> Any:
+            job = parse_job(event.body)
+            attempt = int((event.headers or {}).get(ATTEMPT_HEADER, 1))
+            run = JobRun(
+                job=job,
+                attempt=attempt,
+                plan=StepPlan(list(steps)),
+                redis=context.user_data.redis,
+                logger=context.logger,
+            )
+            return _run_job(run, fn, context)
+
+        return handler
+
+    return wrap
+
+
+def _live_state(run: JobRun) -> JobState | None:
+    raw = run.redis.hget(keys.job(run.job.id), "state")
+    return JobState(raw) if raw else None
+
+
+def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
+    job_id = run.job.id
+    live = _live_state(run)
+    if live is not None and live.terminal:
+        # A redelivery of a job that already ended (the ack was lost): nothing to do.
+        context.logger.info_with("Skipping finished job", job_id=job_id, state=live.value)
+        return {"jobId": job_id, "skipped": live.value}
+    if run.cancel_requested():
+        run._emit(events.state(job_id, JobState.cancelled, attempt=run.attempt,
+                               message="Cancelled before it started"))
+        return {"jobId": job_id, "state": "cancelled"}
+
+    first = run.plan.names()[0]
+    run._emit(events.state(job_id, JobState.running, attempt=run.attempt, step=first,
+                           message=f"Started (attempt {run.attempt})"))
+    try:
+        result = fn(run) or {}
+    except JobCancelled as exc:
+        run._emit(events.state(job_id, JobState.cancelled, attempt=run.attempt,
+                               step=run._last_step, message=str(exc) or "Cancelled"))
+        return {"jobId": job_id, "state": "cancelled"}
+    except PermanentError as exc:
+        run._emit(events.state(job_id, JobState.failed, attempt=run.attempt,
+                               step=run._last_step, error=str(exc), message=str(exc)))
+        return {"jobId": job_id, "state": "failed"}
+    run._emit(events.state(job_id, JobState.completed, attempt=run.attempt,
+                           step=run.plan.names()[-1], message="Done", result=result))
+    return {"jobId": job_id, "state": "completed"}

@@ -1,0 +1,69 @@
+"""Every Redis key and stream name the platform uses.
+
+Nothing else in the code base spells a key: grep here to see the whole
+Redis footprint of MySpinBot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "myspinbot:"
+
+# Job delivery: one stream per job type, consumed by the matching function.
+JOB_TYPES = ("train", "generate")
+
+
+def stream(logical: str) -> str:
+    """Key of a logical stream named in a function.yaml (`jobs.train`, `events`)."""
+    return f"{PREFIX}stream:{logical}"
+
+
+def job_stream(job_type: str) -> str:
+    return stream(f"jobs.{job_type}")
+
+
+# Every job event (created, running, progress, completed, ...) from every producer
+# goes here first; ws-relay is its only consumer and the one writer of job state.
+EVENTS = stream("events")
+
+# What ws-relay applied, in order, for the gateway's WebSocket hub (capped).
+FANOUT = stream("fanout")
+
+
+def dead_letter(stream_key: str) -> str:
+    return f"{stream_key}:dead"
+
+
+def delayed(stream_key: str) -> str:
+    """Sorted set of messages waiting out their retry backoff (score = due time)."""
+    return f"{stream_key}:delayed"
+
+
+# Per-job real-time state.
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """Capped per-job stream of applied events; its entry ids are the public eventIds."""
+    return f"{PREFIX}job:{job_id}:events"
+
+
+def job_cancel(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:cancel"
+
+
+def idempotency(key: str) -> str:
+    return f"{PREFIX}idem:{key}"
+
+
+# Function registry: one hash entry per running replica plus a heartbeat key with TTL.
+FUNCTIONS = f"{PREFIX}functions"
+
+
+def function_alive(function: str, replica: str) -> str:
+    return f"{PREFIX}functions:alive:{function}:{replica}"
+
+
+# Platform-wide job metrics, maintained by ws-relay, exported by the gateway.
+METRICS_JOBS = f"{PREFIX}metrics:jobs"
+METRICS_DURATION = f"{PREFIX}metrics:job_duration"

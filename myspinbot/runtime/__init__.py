@@ -1,0 +1,1 @@
+"""Runs function directories (function.yaml + handler) the way Nuclio would."""

@@ -1,0 +1,85 @@
+"""All configuration in one place, read from `MYSPINBOT_*` environment variables.
+
+Every process (gateway, function replicas, CLI) builds its `Settings` from the
+environment; `myspinbot up` passes the resolved values to its children through
+the same variables, so a function started by hand behaves like one started by
+the supervisor.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MYSPINBOT_", extra="ignore")
+
+    data_dir: Path = Field(Path(".myspinbot"), description="Where embedded services keep data.")
+
+    # --- Redis: the real-time bus -------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="Redis to use; when unset `myspinbot up` starts a local redis-server."
+    )
+
+    # --- SQL: durable job history ---------------------------------------------------
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is a SQLite file in the data dir."
+    )
+
+    # --- S3: artifacts ----------------------------------------------------------------
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL; when unset `myspinbot up` starts an embedded one."
+    )
+    s3_bucket: str = "myspinbot"
+    s3_access_key: str = "myspinbot"
+    s3_secret_key: str = "myspinbot-secret"
+    s3_region: str = "us-east-1"
+    presign_expiry_s: int = 24 * 3600
+
+    # --- Gateway ----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    status_url: str | None = Field(
+        None, description="Base URL of the status function's HTTP trigger."
+    )
+    max_upload_mb: float = Field(20.0, gt=0, description="Per-file upload limit.")
+    max_images: int = Field(50, ge=1)
+    ws_queue_size: int = Field(
+        256, ge=1, description="Events buffered per WebSocket client before it is dropped."
+    )
+
+    # --- Jobs and streams ------------------------------------------------------------
+    reclaim_idle_s: float = Field(
+        10.0, gt=0, description="Idle time after which another replica reclaims a message."
+    )
+    job_events_maxlen: int = Field(1000, ge=10, description="Cap of each per-job event stream.")
+    job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished jobs stay in Redis.")
+    idempotency_ttl_s: int = 24 * 3600
+
+    # --- Processes --------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        None, description="Port for this function replica's Prometheus endpoint."
+    )
+    function_dirs: list[Path] | None = Field(
+        None, description="Function directories `myspinbot up` runs (default: functions/*)."
+    )
+    log_level: str = "INFO"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'myspinbot.db').resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
