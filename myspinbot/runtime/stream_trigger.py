@@ -108,6 +108,10 @@ class StreamTrigger:
             leftovers = list(self._held.values())
         for msg in leftovers:
             self._release(msg)
+        # Reader and housekeeping wake at least every 0.5 s; a worker still inside a
+        # handler that outlived the drain is left behind (its message was handed back).
+        for t in self._threads:
+            t.join(timeout=1.0)
 
     def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -348,10 +352,14 @@ class StreamTrigger:
         free = self._free_slots()
         if free <= 0:
             return
-        _next, claimed, deleted = self._redis.xautoclaim(
+        res = self._redis.xautoclaim(
             self.stream, self.group, self.consumer, int(self.reclaim_idle_s * 1000),
             start_id="0-0", count=free,
         )
+        # Redis 7 lists trimmed entries separately; 6.2 returns them with no fields.
+        claimed = res[1]
+        deleted = list(res[2]) if len(res) > 2 else []
+        deleted += [mid for mid, fields in claimed if not fields]
         if deleted:
             self._redis.xack(self.stream, self.group, *deleted)
         msgs = [Message(mid, fields, self._deliveries(mid)) for mid, fields in claimed if fields]

@@ -1,0 +1,75 @@
+"""status: job status, history and profiles over HTTP.
+
+Routes (GET): /status/{id}, /jobs?limit&offset&type&state, /jobs/{id},
+/profiles, /profiles/{id}, /healthz.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from myspinbot.db import JobHistory
+from myspinbot.jobs.queries import JobQueries
+from myspinbot.settings import get_settings
+
+MAX_PAGE = 200
+
+
+def init_context(context: Any) -> None:
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0",
+                                  decode_responses=True)
+    history = JobHistory(settings.sqlalchemy_url)
+    context.user_data.history = history
+    context.user_data.queries = JobQueries(client, history)
+    context.user_data.capabilities = {"status": {"available": True}}
+
+
+def _json(context: Any, status: int, body: Any) -> Any:
+    return context.Response(body=body, status_code=status, content_type="application/json",
+                            headers={})
+
+
+def _int(fields: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(max(int(fields.get(name, default)), lo), hi)
+    except (TypeError, ValueError):
+        return default
+
+
+def handler(context: Any, event: Any) -> Any:
+    if (event.method or "GET").upper() != "GET":
+        return _json(context, 405, {"error": "only GET is supported"})
+    parts = [p for p in (event.path or "/").split("/") if p]
+    q = context.user_data.queries
+    if parts == ["healthz"]:
+        context.user_data.history.ping()
+        return _json(context, 200, {"status": "ok"})
+    if len(parts) == 2 and parts[0] == "status":
+        job = q.get(parts[1])
+        if job is None:
+            return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
+        return _json(context, 200, job.status_view())
+    if parts == ["jobs"]:
+        fields = event.fields or {}
+        limit = _int(fields, "limit", 20, 1, MAX_PAGE)
+        offset = _int(fields, "offset", 0, 0, 10**9)
+        jobs, total = q.page(limit, offset, fields.get("type") or None, fields.get("state") or None)
+        return _json(context, 200, {"jobs": [j.status_view() for j in jobs], "total": total,
+                                    "limit": limit, "offset": offset})
+    if len(parts) == 2 and parts[0] == "jobs":
+        detail = q.detail(parts[1])
+        if detail is None:
+            return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
+        return _json(context, 200, detail)
+    if parts == ["profiles"]:
+        profiles = context.user_data.history.list_profiles()
+        return _json(context, 200, {"profiles": [p.model_dump(mode="json") for p in profiles]})
+    if len(parts) == 2 and parts[0] == "profiles":
+        profile = context.user_data.history.get_profile(parts[1])
+        if profile is None:
+            return _json(context, 404, {"error": f"No profile with id {parts[1]!r}"})
+        return _json(context, 200, profile.model_dump(mode="json"))
+    return _json(context, 404, {"error": f"Unknown path {event.path!r}"})

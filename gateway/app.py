@@ -1,0 +1,122 @@
+"""The gateway application: `uvicorn gateway.app:create_app --factory`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, RedirectResponse
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway import errors, routes
+from gateway.hub import EVENT_ID
+from gateway.services import Services
+from myspinbot import __version__, metrics
+from myspinbot.settings import Settings, get_settings
+
+log = logging.getLogger("gateway")
+HEALTH_TIMEOUT_S = 3.0
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        await services.hub.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="MySpinBot",
+        version=__version__,
+        description="Train a talking-avatar profile from photos and a voice clip, then turn a "
+        "topic or a script into a narrated video. Jobs report progress over `WS /ws`.",
+        lifespan=lifespan,
+    )
+    app.state.log = log
+    errors.install(app)
+    app.include_router(routes.router)
+    _add_middleware(app, settings)
+    _add_platform_routes(app)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    # Whole-request cap: every photo at the per-file limit plus room for the form.
+    max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body:
+            response: Response = JSONResponse(
+                {"error": f"Request is {int(length) / 1e6:.0f} MB; the limit is "
+                          f"{max_body / 1e6:.0f} MB"}, status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(path, request.method, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(path, request.method).observe(time.perf_counter() - started)
+        return response
+
+
+def _add_platform_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/health", summary="Health of the gateway and everything it depends on")
+    async def health(request: Request) -> JSONResponse:
+        s: Services = request.app.state.services
+        checks = {"redis": s.check_redis(), "database": s.check_db(), "s3": s.check_s3()}
+        results = await asyncio.gather(
+            *(asyncio.wait_for(c, HEALTH_TIMEOUT_S) for c in checks.values()),
+            return_exceptions=True,
+        )
+        components: dict[str, Any] = {"gateway": {"status": "ok", "version": __version__}}
+        for name, res in zip(checks, results, strict=True):
+            components[name] = (
+                {"status": "ok"} if not isinstance(res, BaseException)
+                else {"status": "down", "error": str(res) or type(res).__name__}
+            )
+        functions: dict[str, Any] = {}
+        if components["redis"]["status"] == "ok":
+            for name, f in (await s.functions()).items():
+                functions[name] = {
+                    "status": "ok" if f["replicas"] else "down",
+                    "replicas": f["replicas"],
+                    **({"error": "no live replica"} if not f["replicas"] else {}),
+                }
+        components["functions"] = functions
+        failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
+        failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]
+        body = {"status": "ok" if not failing else "degraded", "components": components}
+        if failing:
+            body["failing"] = failing
+        return JSONResponse(body, status_code=503 if failing else 200)
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        s: Services = request.app.state.services
+        platform = await asyncio.to_thread(generate_latest, s.metrics_registry)
+        return Response(generate_latest(REGISTRY) + platform, media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        s: Services = websocket.app.state.services
+        job_id = websocket.query_params.get("jobId") or None
+        last = websocket.query_params.get("lastEventId") or None
+        await s.hub.serve(websocket, job_id, last if last and EVENT_ID.fullmatch(last) else None)

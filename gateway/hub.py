@@ -1,0 +1,266 @@
+"""The WebSocket hub: one reader of the fanout stream, many clients.
+
+Each client has a bounded queue and its own sender task, so a slow client only
+fills its own queue; when it is full the client is disconnected (it resumes
+with `lastEventId` on reconnect) and nobody else waits.
+
+Subscribing while events keep arriving: the subscription is registered first
+and live events for it are held back while the missed events are read from the
+per-job stream; then the held ones newer than the last replayed id are sent.
+So every event reaches the client once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from myspinbot import keys, metrics
+from myspinbot.jobs.livestate import job_from_hash
+from myspinbot.jobs.models import Job, JobState
+
+log = logging.getLogger("gateway.hub")
+
+MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
+EVENT_ID = re.compile(r"\d+-\d+")
+
+
+def id_tuple(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def ws_type(kind: str, state: str) -> str:
+    if kind == "progress":
+        return "progress"
+    if state == JobState.failed:
+        return "error"
+    if state in (JobState.completed, JobState.cancelled):
+        return "done"
+    return "state"
+
+
+def to_message(ev: dict[str, Any]) -> dict[str, Any]:
+    msg = {
+        "type": ws_type(ev.get("kind", "state"), ev.get("state", "")),
+        "jobId": ev["jobId"], "eventId": ev["eventId"], "progress": ev.get("progress"),
+        "state": ev.get("state"), "step": ev.get("step"), "message": ev.get("message"),
+        "etaSeconds": ev.get("etaSeconds"), "ts": ev.get("ts"),
+    }
+    for extra in ("error", "result"):
+        if ev.get(extra) is not None:
+            msg[extra] = ev[extra]
+    return msg
+
+
+def snapshot_message(job: Job, event_id: str | None) -> dict[str, Any]:
+    return {
+        "type": ws_type("state", job.state.value), "snapshot": True, "jobId": job.id,
+        "eventId": event_id, "progress": job.progress, "state": job.state.value,
+        "step": job.step, "message": job.message, "etaSeconds": job.eta_seconds,
+        "error": job.error, "result": job.result, "ts": job.updated_at,
+    }
+
+
+class Client:
+    def __init__(self, ws: WebSocket, queue_size: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(queue_size)
+        self.last_sent: dict[str, tuple[int, int]] = {}
+        self.held: dict[str, list[dict[str, Any]]] = {}  # job -> live events during catch-up
+        self.dropped = False
+
+    def offer(self, msg: dict[str, Any]) -> bool:
+        try:
+            self.queue.put_nowait(msg)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    async def sender(self) -> None:
+        while True:
+            msg = await self.queue.get()
+            if msg is None:
+                return
+            await self.ws.send_text(json.dumps(msg))
+            metrics.WS_EVENTS_SENT.inc()
+            if msg.get("ts") and not msg.get("snapshot"):
+                metrics.EVENT_LATENCY.observe(max(time.time() - float(msg["ts"]), 0.0))
+
+
+class Hub:
+    def __init__(self, client: aioredis.Redis, queue_size: int) -> None:
+        self._redis = client
+        self._queue_size = queue_size
+        self._subs: dict[str, set[Client]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._read_fanout(), name="hub-fanout")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- fanout ---------------------------------------------------------------------------
+    async def _read_fanout(self) -> None:
+        last = await self._fanout_tail()
+        while True:
+            try:
+                resp = await self._redis.xread({keys.FANOUT: last}, count=500, block=1000)
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("fanout read failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _stream, entries in resp or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._dispatch(fields.get("job", ""), fields.get("data", "{}"))
+
+    async def _fanout_tail(self) -> str:
+        while True:
+            try:
+                tail = await self._redis.xrevrange(keys.FANOUT, count=1)
+                return str(tail[0][0]) if tail else "0-0"
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("Redis not reachable for the hub (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+
+    def _dispatch(self, job_id: str, data: str) -> None:
+        clients = self._subs.get(job_id)
+        if not clients:
+            return
+        ev = json.loads(data)
+        msg = to_message(ev)
+        for c in list(clients):
+            if job_id in c.held:
+                c.held[job_id].append(msg)
+            else:
+                self._deliver(c, job_id, msg)
+
+    def _deliver(self, c: Client, job_id: str, msg: dict[str, Any]) -> None:
+        eid = id_tuple(msg["eventId"])
+        if eid <= c.last_sent.get(job_id, (0, 0)):
+            return
+        c.last_sent[job_id] = eid
+        if not c.offer(msg) and not c.dropped:
+            # Too slow to keep up: close it rather than let its backlog grow.
+            c.dropped = True
+            metrics.WS_CLIENTS_DROPPED.inc()
+            asyncio.create_task(self._close_slow(c))
+
+    async def _close_slow(self, c: Client) -> None:
+        with contextlib.suppress(Exception):
+            await c.ws.close(code=1013, reason="too slow; reconnect with lastEventId")
+
+    # --- subscriptions --------------------------------------------------------------------
+    async def subscribe(self, c: Client, job_id: str, last_event_id: str | None) -> None:
+        if len(c.last_sent) >= MAX_SUBSCRIPTIONS_PER_CLIENT and job_id not in c.last_sent:
+            c.offer({"type": "error", "jobId": job_id, "code": "too_many_subscriptions",
+                     "message": f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} jobs per connection"})
+            return
+        c.held[job_id] = []
+        self._subs.setdefault(job_id, set()).add(c)
+        try:
+            await self._catch_up(c, job_id, last_event_id)
+        finally:
+            for msg in c.held.pop(job_id, []):
+                self._deliver(c, job_id, msg)
+
+    async def _catch_up(self, c: Client, job_id: str, last_event_id: str | None) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hgetall(keys.job(job_id))
+        pipe.xrevrange(keys.job_events(job_id), count=1)
+        pipe.xrange(keys.job_events(job_id), min="-", max="+", count=1)
+        h, newest, oldest = await pipe.execute()
+        job = job_from_hash(h)
+        if job is None:
+            self.unsubscribe(c, job_id)
+            c.offer({"type": "error", "jobId": job_id, "code": "unknown_job",
+                     "message": f"No live job with id {job_id!r}"})
+            return
+        newest_id = str(newest[0][0]) if newest else None
+        # Resume only if the client's last event is still retained, so nothing between
+        # it and the oldest entry was trimmed away.
+        resumable = bool(
+            last_event_id and oldest and id_tuple(last_event_id) >= id_tuple(str(oldest[0][0]))
+        )
+        if not resumable:
+            # Fresh subscribe (or the client is too far behind): the current state first.
+            c.offer(snapshot_message(job, newest_id))
+            if newest_id:
+                c.last_sent[job_id] = id_tuple(newest_id)
+            return
+        assert last_event_id is not None
+        c.last_sent[job_id] = id_tuple(last_event_id)
+        missed = await self._redis.xrange(keys.job_events(job_id), min=f"({last_event_id}", max="+")
+        for _eid, fields in missed:
+            self._deliver(c, job_id, to_message(json.loads(fields["data"])))
+
+    def unsubscribe(self, c: Client, job_id: str) -> None:
+        subs = self._subs.get(job_id)
+        if subs is not None:
+            subs.discard(c)
+            if not subs:
+                del self._subs[job_id]
+        c.last_sent.pop(job_id, None)
+
+    def disconnect(self, c: Client) -> None:
+        for job_id in list(c.last_sent) + list(c.held):
+            self.unsubscribe(c, job_id)
+
+    # --- one connection ---------------------------------------------------------------------
+    async def serve(self, ws: WebSocket, initial_job: str | None, last_event_id: str | None) -> None:
+        await ws.accept()
+        c = Client(ws, self._queue_size)
+        metrics.WS_CLIENTS.inc()
+        sender = asyncio.create_task(c.sender())
+        try:
+            if initial_job:
+                await self.subscribe(c, initial_job, last_event_id)
+            while True:
+                try:
+                    raw = await ws.receive_text()
+                    msg = json.loads(raw)
+                    if not isinstance(msg, dict):
+                        raise ValueError
+                except (ValueError, TypeError):
+                    c.offer({"type": "error", "code": "bad_message",
+                             "message": 'send JSON like {"type":"subscribe","jobId":"..."}'})
+                    continue
+                await self._on_message(c, msg)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.disconnect(c)
+            metrics.WS_CLIENTS.dec()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    async def _on_message(self, c: Client, msg: dict[str, Any]) -> None:
+        kind, job_id = msg.get("type"), msg.get("jobId")
+        if kind == "ping":
+            c.offer({"type": "pong"})
+        elif kind not in ("subscribe", "unsubscribe") or not isinstance(job_id, str) or not job_id:
+            c.offer({"type": "error", "code": "bad_message",
+                     "message": "expected {type: subscribe|unsubscribe, jobId: string}"})
+        elif kind == "subscribe":
+            last = msg.get("lastEventId")
+            valid = isinstance(last, str) and EVENT_ID.fullmatch(last)
+            await self.subscribe(c, job_id, last if valid else None)
+        else:
+            self.unsubscribe(c, job_id)

@@ -1,0 +1,198 @@
+"""The REST API. Thin: validate, store inputs, hand the job over, answer queries."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from gateway import uploads
+from gateway.errors import ApiError, describe_validation
+from gateway.schemas import Accepted, GenerateRequest, TrainOptions
+from gateway.services import Services
+from myspinbot.jobs import submit
+from myspinbot.jobs.models import Job, JobType, new_job_id
+
+router = APIRouter(prefix="/api")
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200,
+                       description="Retrying with the same key returns the same job.")
+]
+
+def services(request: Request) -> Services:
+    s: Services = request.app.state.services
+    return s
+
+def accepted(job_id: str) -> JSONResponse:
+    return JSONResponse(Accepted(jobId=job_id).model_dump(by_alias=True), status_code=202)
+
+async def _queue(s: Services, job_type: JobType, job_id: str, params: dict[str, Any]) -> None:
+    await submit.enqueue(s.redis, Job(id=job_id, type=job_type, params=params))
+
+@router.post(
+    "/train", status_code=202, response_model=Accepted,
+    summary="Train an identity profile from photos (and optionally a voice clip)",
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["images", "name"], "properties": {
+            "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                       "description": "1-50 JPEG/PNG/WebP photos of the person"},
+            "voice": {"type": "string", "format": "binary",
+                      "description": "Optional voice clip (WAV, MP3, OGG, FLAC, M4A)"},
+            "voice_text": {"type": "string", "description": "What is said in the clip"},
+            "name": {"type": "string", "description": "Profile name"},
+            "options": {"type": "string", "description": "JSON object of TrainOptions"},
+        }}}}}},
+)
+async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    s = services(request)
+    limit = s.settings.max_upload_bytes
+    try:
+        form = await request.form(max_files=s.settings.max_images + 5, max_fields=50,
+                                  max_part_size=64 * 1024)
+    except Exception as exc:  # the multipart parser's own errors are already readable
+        raise ApiError(400, f"Could not read the upload: {exc}") from None
+    images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
+    if not images:
+        raise ApiError(400, "Add at least one photo in the `images` field", field="images")
+    if len(images) > s.settings.max_images:
+        raise ApiError(400, f"{len(images)} photos sent; the limit is {s.settings.max_images}",
+                       field="images")
+    name = str(form.get("name") or "").strip()
+    if not name or len(name) > 100:
+        raise ApiError(400, "`name` is required (1-100 characters)", field="name")
+    options = _train_options(form.get("options"))
+    voice_text = str(form.get("voice_text") or "").strip() or None
+    if voice_text and len(voice_text) > 2000:
+        raise ApiError(400, "`voice_text` is limited to 2000 characters", field="voice_text")
+
+    files: list[tuple[str, bytes, str]] = []
+    for i, upload in enumerate(images):
+        data = await uploads.read_limited(upload, limit, "images")
+        content_type = uploads.check_image(upload.filename or f"image {i + 1}", data)
+        files.append((f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data,
+                      content_type))
+    voice = form.get("voice")
+    if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
+        data = await uploads.read_limited(voice, limit, "voice")
+        files.append((f"voice/{uploads.safe_name(voice.filename, 'voice')}", data,
+                      uploads.check_audio(voice.filename or "voice", data)))
+
+    reservation = await submit.reserve(s.redis, idempotency_key, new_job_id(),
+                                       s.settings.idempotency_ttl_s)
+    if reservation.existing:
+        return accepted(reservation.job_id)
+    job_id = reservation.job_id
+    try:
+        stored = await anyio.to_thread.run_sync(_store_inputs, s, job_id, files)
+        params = {
+            "name": name, "options": options.model_dump(exclude_none=True),
+            "images": [k for k, t in stored if t.startswith("image/")],
+            "voice": next((k for k, t in stored if t.startswith("audio/")), None),
+            "voiceText": voice_text,
+        }
+        await _queue(s, "train", job_id, params)
+    except BaseException:
+        await submit.release(s.redis, idempotency_key, job_id)
+        raise
+    return accepted(job_id)
+
+def _train_options(raw: Any) -> TrainOptions:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return TrainOptions()
+    try:
+        data = json.loads(str(raw))
+    except ValueError as exc:
+        raise ApiError(400, f"`options` is not valid JSON: {exc}", field="options") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "`options` must be a JSON object", field="options")
+    try:
+        return TrainOptions.model_validate(data)
+    except ValidationError as exc:
+        _, message, details = describe_validation(list(exc.errors()))
+        raise ApiError(422, f"options: {message}", field="options", details=details) from None
+
+def _store_inputs(s: Services, job_id: str, files: list[tuple[str, bytes, str]]) -> list[tuple[str, str]]:
+    if s.store is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    stored = []
+    for rel, data, content_type in files:
+        key = f"jobs/{job_id}/inputs/{rel}"
+        s.store.put_bytes(key, data, content_type)
+        stored.append((key, content_type))
+    return stored
+
+@router.post("/generate", status_code=202, response_model=Accepted,
+             summary="Make a narrated talking-avatar video")
+async def generate(body: GenerateRequest, request: Request,
+                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    s = services(request)
+    if body.profile_id:
+        await s.query(f"/profiles/{body.profile_id}")  # 404 passes through: unknown profile
+    reservation = await submit.reserve(s.redis, idempotency_key, new_job_id(),
+                                       s.settings.idempotency_ttl_s)
+    if reservation.existing:
+        return accepted(reservation.job_id)
+    try:
+        await _queue(s, "generate", reservation.job_id, body.model_dump(by_alias=True))
+    except BaseException:
+        await submit.release(s.redis, idempotency_key, reservation.job_id)
+        raise
+    return accepted(reservation.job_id)
+
+@router.get("/status/{job_id}", summary="A job's current state")
+async def status(job_id: str, request: Request) -> Any:
+    return await services(request).query(f"/status/{job_id}")
+
+@router.get("/jobs", summary="Jobs, newest first")
+async def jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    type: JobType | None = None,
+    state: Annotated[str | None, Query(pattern="^(queued|running|completed|failed|cancelled)$")] = None,
+) -> Any:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if type:
+        params["type"] = type
+    if state:
+        params["state"] = state
+    return await services(request).query("/jobs", params)
+
+@router.get("/jobs/{job_id}", summary="A job with its recorded events")
+async def job_detail(job_id: str, request: Request) -> Any:
+    return await services(request).query(f"/jobs/{job_id}")
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
+async def cancel(job_id: str, request: Request) -> Any:
+    s = services(request)
+    try:
+        before = await submit.cancel(s.redis, job_id, s.settings.job_ttl_s)
+    except KeyError:
+        raise ApiError(404, f"No live job with id {job_id!r}") from None
+    except submit.CancelError as exc:
+        raise ApiError(409, str(exc)) from None
+    return {"jobId": job_id, "cancelRequested": True, "stateWhenRequested": before.value}
+
+@router.get("/profiles", summary="Trained profiles")
+async def profiles(request: Request) -> Any:
+    return await services(request).query("/profiles")
+
+@router.get("/profiles/{profile_id}", summary="One profile")
+async def profile(profile_id: str, request: Request) -> Any:
+    return await services(request).query(f"/profiles/{profile_id}")
+
+@router.get("/capabilities", summary="What each running function provides")
+async def capabilities(request: Request) -> Any:
+    fns = await services(request).functions()
+    return {"functions": {
+        name: {"replicas": f["replicas"], "description": f["description"],
+               "capabilities": f["capabilities"]}
+        for name, f in sorted(fns.items())
+    }}
+
+_ = UploadFile  # referenced in the OpenAPI schema above

@@ -1,0 +1,122 @@
+"""What the gateway talks to, built once at startup and kept on `app.state`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import redis
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from gateway.errors import ApiError
+from gateway.hub import Hub
+from myspinbot import keys
+from myspinbot.metrics import PlatformCollector
+from myspinbot.settings import Settings
+from myspinbot.storage import ArtifactStore
+
+STATUS_RETRIES = 2
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: aioredis.Redis
+    status: httpx.AsyncClient
+    store: ArtifactStore | None
+    db: sa.Engine
+    hub: Hub
+    metrics_registry: CollectorRegistry
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        status_url = settings.status_url or "http://127.0.0.1:8081"
+        registry = CollectorRegistry()
+        streams = [(keys.job_stream(t), t) for t in keys.JOB_TYPES] + [(keys.EVENTS, "ws-relay")]
+        registry.register(
+            PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
+        )
+        return cls(
+            settings=settings,
+            redis=client,
+            status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
+            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
+            hub=Hub(client, settings.ws_queue_size),
+            metrics_registry=registry,
+        )
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.status.aclose()
+        await self.redis.aclose()
+        self.db.dispose()
+
+    # --- the status function ----------------------------------------------------------------
+    async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET from the status function; its 4xx pass through, its absence is a 503."""
+        last: Exception | None = None
+        for _ in range(STATUS_RETRIES):
+            try:
+                resp = await self.status.get(path, params=params)
+            except httpx.TransportError as exc:
+                last = exc
+                continue
+            if resp.status_code >= 500:
+                last = RuntimeError(resp.text[:200])
+                continue
+            body = resp.json()
+            if resp.status_code >= 400:
+                raise ApiError(resp.status_code, body.get("error", "request failed"))
+            return body
+        raise ApiError(503, f"The status function is not answering ({last}); try again shortly")
+
+    # --- health ----------------------------------------------------------------------------------
+    async def check_redis(self) -> None:
+        await self.redis.ping()
+
+    async def check_db(self) -> None:
+        def ping() -> None:
+            with self.db.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        await anyio.to_thread.run_sync(ping)
+
+    async def check_s3(self) -> None:
+        if self.store is None:
+            raise RuntimeError("no S3 endpoint configured (MYSPINBOT_S3_ENDPOINT)")
+        await anyio.to_thread.run_sync(self.store.ping)
+
+    async def functions(self) -> dict[str, dict[str, Any]]:
+        """Registered functions and how many of their replicas are alive right now."""
+        entries = await self.redis.hgetall(keys.FUNCTIONS)
+        infos = [json.loads(v) for v in entries.values()]
+        pipe = self.redis.pipeline(transaction=False)
+        for info in infos:
+            pipe.exists(keys.function_alive(info["function"], str(info["replica"])))
+        alive = await pipe.execute()
+        out: dict[str, dict[str, Any]] = {}
+        for info, is_alive in zip(infos, alive, strict=True):
+            fn = out.setdefault(info["function"], {
+                "replicas": 0, "registered": 0, "triggers": info.get("triggers", {}),
+                "capabilities": {}, "description": info.get("description"),
+                "metricsPorts": [],
+            })
+            fn["registered"] += 1
+            fn["replicas"] += int(bool(is_alive))
+            fn["capabilities"].update(info.get("capabilities") or {})
+            if info.get("metricsPort"):
+                fn["metricsPorts"].append(info["metricsPort"])
+        return out
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,84 @@
+"""Checking uploaded files before anything is stored."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+from fastapi import UploadFile
+from PIL import Image
+
+from gateway.errors import ApiError
+
+IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+# Images past this many pixels are refused outright: decoding one is how a
+# "decompression bomb" exhausts memory (50 MP is far beyond any useful photo).
+MAX_IMAGE_PIXELS = 50_000_000
+
+# Leading bytes of the audio containers the voice step can decode.
+AUDIO_SIGNATURES: list[tuple[str, re.Pattern[bytes]]] = [
+    ("audio/wav", re.compile(rb"^RIFF....WAVE", re.S)),
+    ("audio/mpeg", re.compile(rb"^(ID3|\xff[\xe0-\xff])", re.S)),
+    ("audio/ogg", re.compile(rb"^OggS")),
+    ("audio/flac", re.compile(rb"^fLaC")),
+    ("audio/mp4", re.compile(rb"^....ftyp(M4A |mp4|isom|M4B )", re.S)),
+    ("audio/webm", re.compile(rb"^\x1a\x45\xdf\xa3")),
+]
+
+
+def mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def safe_name(name: str | None, default: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", (name or "").rsplit("/", 1)[-1]).strip("._")
+    return cleaned[:80] or default
+
+
+async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(
+            413, f"{what} {upload.filename!r} is larger than the {mb(limit)} limit per file",
+            field=what,
+        )
+    return data
+
+
+def check_image(name: str, data: bytes) -> str:
+    """Return the content type of a real JPEG/PNG/WebP image, or raise a 4xx."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or ""
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ApiError(
+                    413, f"image {name!r} is {width}×{height} pixels; the limit is "
+                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels", field="images",
+                )
+            img.verify()
+        except ApiError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ApiError(413, f"image {name!r} has too many pixels to decode safely",
+                           field="images") from None
+        except Exception:
+            raise ApiError(415, f"{name!r} is not a readable image (JPEG, PNG or WebP expected)",
+                           field="images") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ApiError(415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP",
+                       field="images")
+    return IMAGE_FORMATS[fmt]
+
+
+def check_audio(name: str, data: bytes) -> str:
+    head = data[:16]
+    for content_type, sig in AUDIO_SIGNATURES:
+        if sig.match(head):
+            return content_type
+    raise ApiError(415, f"{name!r} is not an audio file we can read "
+                   "(WAV, MP3, OGG, FLAC or M4A expected)", field="voice")

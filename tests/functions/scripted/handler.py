@@ -1,0 +1,48 @@
+"""Test fixture, not product code: a job whose steps, delays and failures the
+test chooses via `options.test` of a generate request:
+
+    {"steps": 5, "sleep": 0.1, "fail": "always" | <n first attempts>, "hold": 6.0}
+
+`hold` sleeps without reporting progress (to test stream ownership). Each run
+is recorded in the Redis list `test:runs:<job id>` as "start|end <pid> <attempt> <time>".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from myspinbot.jobs.handler import JobRun, job_handler, setup
+from myspinbot.jobs.progress import Step
+
+
+def init_context(context: Any) -> None:
+    setup(context)
+    context.user_data.capabilities = {"generate": {"available": True, "modes": ["direct"]},
+                                      "train": {"available": True}}
+
+
+def _record(run: JobRun, what: str) -> None:
+    run.redis.rpush(f"test:runs:{run.job.id}", f"{what} {os.getpid()} {run.attempt} {time.time()}")
+
+
+@job_handler(steps=[Step("warmup", 1, title="Warming up"),
+                    Step("work", 8, after=("warmup",), title="Working"),
+                    Step("finish", 1, after=("work",), title="Finishing")])
+def handler(run: JobRun) -> dict[str, Any]:
+    spec = (run.params.get("options") or {}).get("test") or {}
+    _record(run, "start")
+    fail = spec.get("fail")
+    if fail == "always" or (isinstance(fail, int) and run.attempt <= fail):
+        raise RuntimeError(f"scripted failure on attempt {run.attempt}")
+    run.progress("warmup", 1.0)
+    if spec.get("hold"):
+        time.sleep(float(spec["hold"]))
+    steps = int(spec.get("steps", 3))
+    for i in range(steps):
+        time.sleep(float(spec.get("sleep", 0.0)))
+        run.progress("work", (i + 1) / steps, f"Working {i + 1}/{steps}")
+    run.progress("finish", 1.0)
+    _record(run, "end")
+    return {"echo": spec.get("echo"), "steps": steps}

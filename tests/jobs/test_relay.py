@@ -1,0 +1,92 @@
+"""ws-relay's apply: exactly-once per event, forward-only state, history in SQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from myspinbot import keys
+from myspinbot.db import JobHistory
+from myspinbot.jobs import events
+from myspinbot.jobs.models import Job, JobState
+from myspinbot.jobs.relay import Relay
+from myspinbot.settings import Settings
+
+
+@pytest.fixture
+def relay(r: redis.Redis, tmp_path: Path) -> Relay:
+    settings = Settings(data_dir=tmp_path)
+    return Relay(r, JobHistory(settings.sqlalchemy_url), settings)
+
+
+def publish(r: redis.Redis, ev: dict) -> tuple[str, dict]:
+    stream, fields = events.xadd_args(ev)
+    return r.xadd(stream, fields), ev
+
+
+def run_job(r: redis.Redis, job: Job) -> list[tuple[str, dict]]:
+    return [
+        publish(r, events.created(job)),
+        publish(r, events.state(job.id, JobState.running)),
+        publish(r, events.progress(job.id, 40, step="work", message="4/10", eta_seconds=3)),
+        publish(r, events.progress(job.id, 30, step="work", message="late", eta_seconds=2)),
+        publish(r, events.state(job.id, JobState.completed, result={"ok": 1})),
+    ]
+
+
+def test_events_apply_once_in_order(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="generate", params={"mode": "direct"})
+    batch = run_job(r, job)
+    out = relay.apply(batch)
+    assert [o.status for o in out] == ["applied"] * 5
+    stream = r.xrange(keys.job_events(job.id))
+    assert [eid for eid, _ in stream] == [sid for sid, _ in batch]  # eventId = source id
+    progress = [json.loads(f["data"])["progress"] for _, f in stream]
+    assert progress == sorted(progress) and progress[-1] == 100  # never backwards
+
+    # Redelivered batch (ws-relay died before acking): nothing new reaches clients.
+    again = relay.apply(batch)
+    assert {o.status for o in again} == {"duplicate"}
+    assert r.xlen(keys.job_events(job.id)) == 5
+    assert r.xlen(keys.FANOUT) == 5
+
+
+def test_history_gets_state_changes_and_milestones(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="train")
+    relay.apply(run_job(r, job))
+    stored = relay._history.get_job(job.id)
+    assert stored is not None and stored.state == JobState.completed
+    assert stored.result == {"ok": 1}
+    kinds = [(e.kind.value, e.state.value) for e in relay._history.job_events(job.id)]
+    assert ("state", "completed") in kinds and kinds[0] == ("created", "queued")
+
+
+def test_finished_jobs_ignore_later_events(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="generate")
+    relay.apply(run_job(r, job))
+    late = [publish(r, events.state(job.id, JobState.failed, error="too late")),
+            publish(r, events.progress(job.id, 50, step="x", message=None, eta_seconds=None))]
+    assert [o.status for o in relay.apply(late)] == ["stale", "stale"]
+    assert r.hget(keys.job(job.id), "state") == "completed"
+
+
+def test_retry_may_move_back_to_queued_only_with_a_new_attempt(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="generate")
+    relay.apply([publish(r, events.created(job)), publish(r, events.state(job.id, JobState.running))])
+    stale = relay.apply([publish(r, events.state(job.id, JobState.queued, attempt=1))])
+    assert stale[0].status == "stale"
+    ok = relay.apply([publish(r, events.state(job.id, JobState.queued, attempt=2, message="retry"))])
+    assert ok[0].status == "applied" and r.hget(keys.job(job.id), "attempt") == "2"
+
+
+def test_job_counters_and_durations(r: redis.Redis, relay: Relay) -> None:
+    for _ in range(3):
+        relay.apply(run_job(r, Job(type="generate")))
+    counters = r.hgetall(keys.METRICS_JOBS)
+    assert counters["generate|queued"] == "3"
+    assert counters["generate|running"] == "3"
+    assert counters["generate|completed"] == "3"
+    assert r.hget(keys.METRICS_DURATION, "generate|completed|+Inf") == "3"

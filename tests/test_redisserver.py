@@ -1,0 +1,82 @@
+"""EmbeddedRedis runs a real redis-server that persists across restarts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from myspinbot.netutil import free_port, port_open
+from myspinbot.redisserver import EmbeddedRedis
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_set_get_and_url(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        assert server.url.startswith("redis://127.0.0.1:")
+        assert server.url.endswith("/0")
+        client = redis.Redis.from_url(server.url)
+        try:
+            client.set("greeting", "hello")
+            assert client.get("greeting") == b"hello"
+        finally:
+            client.close()
+    assert (tmp_path / "redis" / "redis.log").is_file()
+
+
+def test_data_survives_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    server = EmbeddedRedis(data_dir)
+    url = server.start()
+    client = redis.Redis.from_url(url)
+    client.set("job:1", "done")
+    client.xadd("stream", {"k": "v"})
+    client.close()
+    server.stop()
+    assert any(p.name.startswith("appendonly.aof") for p in data_dir.iterdir())
+
+    # A fresh object on the same dir (new free port) must replay the AOF.
+    again = EmbeddedRedis(data_dir)
+    client = redis.Redis.from_url(again.start())
+    try:
+        assert client.get("job:1") == b"done"
+        assert client.xlen("stream") == 1
+    finally:
+        client.close()
+        again.stop()
+
+
+def test_stop_leaves_no_process(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    pid = server.pid
+    port = server.port
+    assert pid is not None and _pid_alive(pid)
+    server.stop()
+    assert not _pid_alive(pid)
+    assert not port_open("127.0.0.1", port)
+    assert not server.running
+    server.stop()  # idempotent
+
+
+def test_start_failure_reports_log(tmp_path: Path) -> None:
+    # A port that is already taken makes redis-server exit during startup.
+    import socket
+
+    with socket.socket() as sock:
+        port = free_port()
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        server = EmbeddedRedis(tmp_path / "redis", port=port)
+        with pytest.raises(RuntimeError, match=r"redis-server exited .*\n.*"):
+            server.start()
+        assert not server.running
