@@ -195,4 +195,3 @@ async def capabilities(request: Request) -> Any:
         for name, f in sorted(fns.items())
     }}
 
-_ = UploadFile  # referenced in the OpenAPI schema above

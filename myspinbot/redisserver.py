@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import IO, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from myspinbot.netutil import free_port
 
@@ -129,7 +131,7 @@ class EmbeddedRedis:
         return cmd
 
     def start(self) -> str:
-        """Start redis-server and return its URL once it answers PING."""
+        """Start redis-server and return its URL once it answers."""
         if self.running:
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +148,15 @@ class EmbeddedRedis:
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
         )
+        # No client-side retries: redis-py's default retry loop would spend
+        # seconds on one probe, e.g. against a foreign listener that holds our
+        # port, while this loop wants to notice a dead child promptly.
         client = redis.Redis(
-            host=self.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
+            host=self.host,
+            port=self.port,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             deadline = time.monotonic() + _START_TIMEOUT_S
@@ -160,7 +169,10 @@ class EmbeddedRedis:
                         f"{self.host}:{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
                     )
                 try:
-                    if client.ping():
+                    # Checking the pid, not just PING, tells our server apart from
+                    # another Redis that already held the port (ours then exits).
+                    info = client.info("server")
+                    if int(info.get("process_id", -1)) == self._proc.pid:
                         break
                 # Not listening yet, or still replaying a big AOF (LOADING).
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
@@ -168,7 +180,7 @@ class EmbeddedRedis:
                 if time.monotonic() >= deadline:
                     self.stop()
                     raise RuntimeError(
-                        f"redis-server did not answer PING on {self.host}:{self.port} within "
+                        f"redis-server did not answer on {self.host}:{self.port} within "
                         f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}"
                     )
                 time.sleep(0.05)

@@ -80,3 +80,11 @@ def test_start_failure_reports_log(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match=r"redis-server exited .*\n.*"):
             server.start()
         assert not server.running
+
+
+def test_port_held_by_another_redis_is_not_mistaken_for_ours(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "first", appendonly=False) as first:
+        second = EmbeddedRedis(tmp_path / "second", port=first.port)
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            second.start()
+        assert first.running

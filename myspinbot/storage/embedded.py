@@ -15,10 +15,13 @@ Findings from running rclone v1.75 against boto3 that shaped the flags below:
   future default change cannot silently switch to virtual-host buckets, which
   need DNS for `<bucket>.127.0.0.1`.
 - An access key shorter than 3 characters is rejected at request time with a
-  misleading `InvalidAccessKeyId`, and bucket names need 3..63 characters, so
-  both are checked up front here.
+  misleading `InvalidAccessKeyId`, so the constructor refuses it up front.
+  (Bucket names need 3..63 characters too, but rclone says so itself:
+  `InvalidBucketName`.)
 - Without `--config /dev/null` rclone would read (and warn about) the user's
   own rclone.conf; a bare folder path needs no remote configured.
+- Readiness is taken from rclone's "Starting s3 server on" log line, not from
+  the port alone, because a port held by someone else also accepts connections.
 - An expired presigned URL is answered 400 (AccessDenied), a tampered one 403.
 - When the port is taken rclone exits at once with "address already in use",
   which we surface from its log.
@@ -40,6 +43,7 @@ from myspinbot.netutil import free_port, port_open
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 5.0
 _MIN_KEY_LEN = 3
+_READY_MARKER = b"Starting s3 server on"
 
 
 def find_rclone() -> str:
@@ -92,7 +96,7 @@ class EmbeddedS3:
         if not secret_key:
             raise ValueError("S3 secret key must not be empty")
         if "," in access_key or "," in secret_key:
-            # `--auth-key` is "ACCESS,SECRET"; a comma would split it wrongly.
+            # rclone splits the pair "ACCESS,SECRET" at a comma.
             raise ValueError("S3 access and secret keys must not contain ','")
         self.root = Path(root)
         self.host = host
@@ -114,6 +118,10 @@ class EmbeddedS3:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -130,9 +138,7 @@ class EmbeddedS3:
             "serve",
             "s3",
             "--config",
-            "/dev/null",
-            "--auth-key",
-            f"{self.access_key},{self.secret_key}",
+            os.devnull,
             "--addr",
             f"{self.host}:{self.port}",
             "--force-path-style",
@@ -143,9 +149,15 @@ class EmbeddedS3:
         # RCLONE_AUTH_KEY) would silently change the server we just configured.
         for name in [n for n in env if n.startswith("RCLONE_")]:
             del env[name]
+        # The key pair goes through the environment rather than `--auth-key` so
+        # the secret does not show in `ps`. rclone parses this variable as CSV,
+        # and the pair contains a comma, so it must be one quoted field.
+        pair = f"{self.access_key},{self.secret_key}".replace('"', '""')
+        env["RCLONE_AUTH_KEY"] = f'"{pair}"'
         # Child output goes to a file (append, so restarts keep history) instead of
         # our stdout, and early failures such as a taken port land there too.
         self._log = self.log_path.open("ab")
+        log_offset = self._log.tell()
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -154,7 +166,7 @@ class EmbeddedS3:
             env=env,
         )
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while not port_open(self.host, self.port):
+        while not (self._announced(log_offset) and port_open(self.host, self.port)):
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._cleanup()
@@ -170,6 +182,20 @@ class EmbeddedS3:
                 )
             time.sleep(0.05)
         return self.endpoint
+
+    def _announced(self, offset: int) -> bool:
+        """Whether rclone logged, since `offset`, that it is listening.
+
+        An open port alone is not proof: another process may hold it, in which
+        case our rclone is about to exit with "address already in use". rclone
+        logs this line only after its own bind succeeded.
+        """
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return _READY_MARKER in f.read()
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Terminate the server and wait for it; kill it if it does not exit in time."""

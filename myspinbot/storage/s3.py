@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from myspinbot.settings import Settings
@@ -102,9 +102,8 @@ class ArtifactStore:
             read_timeout=30,
             retries={"max_attempts": 2, "mode": "standard"},
         )
-        # A private session: boto3's default session is not safe to build
-        # clients from concurrently, and we do not want ambient AWS_* profiles
-        # to leak in beyond what is passed here.
+        # A private session: boto3's module-level default session is shared
+        # state that is not safe to build clients from on several threads.
         session = boto3.session.Session()
         self._client: S3Client = session.client(
             "s3",
@@ -158,8 +157,9 @@ class ArtifactStore:
             if code in _NOT_FOUND_CODES:
                 return ArtifactNotFoundError(f"{op} failed: not found at {where}")
             return StorageError(f"{op} failed at {where}: {code or exc}")
-        if isinstance(exc, BotoConnectionError):
-            # Covers refused connections, connect/read timeouts and DNS failures.
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            # Refused connections, DNS failures, connect timeouts (ConnectionError)
+            # and read timeouts or dropped connections (HTTPClientError).
             return StorageUnavailableError(
                 f"{op} failed: S3 endpoint {self.endpoint} is unreachable ({exc})"
             )
@@ -176,14 +176,24 @@ class ArtifactStore:
 
     def ping(self) -> None:
         """Check that the endpoint answers, accepts our credentials and has the bucket."""
-        with self._translate("ping"):
+        try:
             self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            # HEAD responses have no body, so a missing bucket is a bare "404"
+            # that _convert would report as a missing key.
+            if _error_code(exc) in _NOT_FOUND_CODES | _NO_BUCKET_CODES:
+                raise ArtifactNotFoundError(
+                    f"ping failed: bucket {self.bucket!r} does not exist at S3 "
+                    f"{self.endpoint}; create it with ensure_bucket()"
+                ) from exc
+            raise self._convert("ping", exc) from exc
+        except BotoCoreError as exc:
+            raise self._convert("ping", exc) from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists; safe to call from several processes."""
         try:
-            with self._translate("ensure_bucket"):
-                self._client.head_bucket(Bucket=self.bucket)
+            self.ping()
             return
         except ArtifactNotFoundError:
             pass

@@ -1,0 +1,220 @@
+"""ArtifactStore against a real S3 server: EmbeddedS3 (rclone serve s3) on tmp_path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from myspinbot.netutil import free_port, port_open
+from myspinbot.settings import Settings
+from myspinbot.storage import ArtifactStore, EmbeddedS3
+from myspinbot.storage.s3 import (
+    ArtifactNotFoundError,
+    StorageAuthError,
+    StorageUnavailableError,
+)
+
+ACCESS = "test-access"
+SECRET = "test-secret-key"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    server = EmbeddedS3(
+        tmp_path_factory.mktemp("s3") / "root", access_key=ACCESS, secret_key=SECRET
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def _store(s3: EmbeddedS3, bucket: str, secret: str = SECRET) -> ArtifactStore:
+    return ArtifactStore(s3.endpoint, bucket, ACCESS, secret)
+
+
+@pytest.fixture
+def store(s3: EmbeddedS3) -> ArtifactStore:
+    # A bucket per test keeps tests independent while sharing one server.
+    st = _store(s3, f"t-{uuid.uuid4().hex[:12]}")
+    st.ensure_bucket()
+    return st
+
+
+def test_ensure_bucket_is_idempotent(s3: EmbeddedS3) -> None:
+    st = _store(s3, "idem-bucket")
+    with pytest.raises(ArtifactNotFoundError, match="does not exist"):
+        st.ping()
+    st.ensure_bucket()
+    st.ensure_bucket()
+    _store(s3, "idem-bucket").ensure_bucket()
+    st.ping()
+    # rclone's bucket is a top-level directory of the served root.
+    assert (s3.root / "idem-bucket").is_dir()
+
+
+def test_roundtrip(store: ArtifactStore, tmp_path: Path) -> None:
+    assert store.put_bytes("jobs/1/a.txt", b"alpha", content_type="text/plain") == 5
+    assert store.put_bytes("jobs/1/sub/b.bin", b"\x00\x01\x02") == 3
+    assert store.put_bytes("jobs/10/c.txt", b"other job") == 9
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(b"fake video")
+    assert store.put_file("jobs/1/clip.mp4", src) == len(b"fake video")
+
+    assert store.get_bytes("jobs/1/a.txt") == b"alpha"
+    assert store.get_bytes("jobs/1/clip.mp4") == b"fake video"
+    assert store.exists("jobs/1/a.txt")
+    assert not store.exists("jobs/1/missing.txt")
+    with pytest.raises(ArtifactNotFoundError, match=r"jobs/1/missing\.txt"):
+        store.get_bytes("jobs/1/missing.txt")
+
+    assert sorted(store.list_keys("jobs/1/")) == [
+        "jobs/1/a.txt",
+        "jobs/1/clip.mp4",
+        "jobs/1/sub/b.bin",
+    ]
+    assert len(store.list_keys("jobs/")) == 4
+
+    # Overwrite replaces, not appends.
+    store.put_bytes("jobs/1/a.txt", b"beta")
+    assert store.get_bytes("jobs/1/a.txt") == b"beta"
+
+    assert store.delete_prefix("jobs/1/") == 3
+    assert store.list_keys("jobs/1/") == []
+    assert not store.exists("jobs/1/a.txt")
+    assert store.list_keys("jobs/") == ["jobs/10/c.txt"]
+    assert store.delete_prefix("jobs/1/") == 0
+    with pytest.raises(ValueError):
+        store.delete_prefix("")
+
+
+def test_content_type_is_guessed_from_key(store: ArtifactStore) -> None:
+    store.put_bytes("out/v.mp4", b"x")
+    store.put_bytes("out/raw", b"x", content_type="application/x-custom")
+    head = store.client.head_object(Bucket=store.bucket, Key="out/v.mp4")
+    assert head["ContentType"] == "video/mp4"
+    head = store.client.head_object(Bucket=store.bucket, Key="out/raw")
+    assert head["ContentType"] == "application/x-custom"
+
+
+def test_put_file_multipart(store: ArtifactStore, tmp_path: Path) -> None:
+    # Above boto3's 8 MiB threshold, so upload_file goes multipart.
+    data = os.urandom(9 * 1024 * 1024 + 123)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    assert store.put_file("big/big.bin", src) == len(data)
+    assert store.get_bytes("big/big.bin") == data
+
+
+def test_many_keys_listed_and_deleted(store: ArtifactStore) -> None:
+    for i in range(30):
+        store.put_bytes(f"many/{i:03d}.txt", b"x")
+    assert len(store.list_keys("many/")) == 30
+    assert store.delete_prefix("many/") == 30
+    assert store.list_keys("many/") == []
+
+
+def test_presigned_url(store: ArtifactStore) -> None:
+    store.put_bytes("share/hello.txt", b"hello world", content_type="text/plain")
+    url = store.presigned_url("share/hello.txt", expires_s=60)
+    assert url.startswith(store.endpoint + "/" + store.bucket + "/share/hello.txt?")
+
+    resp = httpx.get(url)
+    assert resp.status_code == 200
+    assert resp.content == b"hello world"
+    assert resp.headers["content-type"].startswith("text/plain")
+
+    # Flip the last hex digit of the signature.
+    tampered = url[:-1] + ("0" if url[-1] != "0" else "1")
+    resp = httpx.get(tampered)
+    assert resp.status_code == 403
+    assert b"SignatureDoesNotMatch" in resp.content
+
+    with pytest.raises(ValueError):
+        store.presigned_url("share/hello.txt", expires_s=0)
+    with pytest.raises(ValueError):
+        store.presigned_url("share/hello.txt", expires_s=8 * 24 * 3600)
+
+
+def test_presigned_url_default_expiry(s3: EmbeddedS3) -> None:
+    st = ArtifactStore(s3.endpoint, "presign-default", ACCESS, SECRET, presign_expiry_s=123)
+    assert "X-Amz-Expires=123" in st.presigned_url("k.txt")
+
+
+def test_wrong_secret_is_a_clear_error(s3: EmbeddedS3, store: ArtifactStore) -> None:
+    bad = _store(s3, store.bucket, secret="not-the-secret")
+    with pytest.raises(StorageAuthError) as info:
+        bad.ping()
+    assert s3.endpoint in str(info.value)
+    assert ACCESS in str(info.value)
+    with pytest.raises(StorageAuthError):
+        bad.get_bytes("anything")
+    with pytest.raises(StorageAuthError):
+        bad.put_bytes("anything", b"x")
+
+
+def test_ping_dead_endpoint_fails_fast() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    st = ArtifactStore(endpoint, "bucket", ACCESS, SECRET)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError) as info:
+        st.ping()
+    assert time.monotonic() - started < 5
+    assert endpoint in str(info.value)
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_from_settings() -> None:
+    with pytest.raises(RuntimeError, match="MYSPINBOT_S3_ENDPOINT"):
+        ArtifactStore.from_settings(Settings(s3_endpoint=None))
+    st = ArtifactStore.from_settings(
+        Settings(s3_endpoint="http://127.0.0.1:9/", s3_bucket="arts", presign_expiry_s=60)
+    )
+    assert st.endpoint == "http://127.0.0.1:9"
+    assert st.bucket == "arts"
+    assert st.presign_expiry_s == 60
+
+
+def test_embedded_restart_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with EmbeddedS3(root, access_key=ACCESS, secret_key=SECRET) as server:
+        st = _store(server, "keep")
+        st.ensure_bucket()
+        st.put_bytes("a/b.txt", b"persisted")
+        port = server.port
+    assert not port_open("127.0.0.1", port)
+    assert (root / "keep" / "a" / "b.txt").read_bytes() == b"persisted"
+    # The log goes next to the root, never into a bucket.
+    assert (tmp_path / "root-rclone.log").is_file()
+
+    with EmbeddedS3(root, access_key=ACCESS, secret_key=SECRET) as server:
+        assert _store(server, "keep").get_bytes("a/b.txt") == b"persisted"
+
+
+def test_embedded_secret_not_on_command_line(s3: EmbeddedS3) -> None:
+    cmdline = Path(f"/proc/{s3.pid}/cmdline")
+    if not cmdline.exists():
+        pytest.skip("needs /proc")
+    assert SECRET.encode() not in cmdline.read_bytes()
+
+
+def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = EmbeddedS3(tmp_path / "root", port=port)
+        with pytest.raises(RuntimeError, match="address already in use"):
+            server.start()
+        assert not server.running
+
+
+def test_embedded_rejects_short_access_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        EmbeddedS3(tmp_path / "root", access_key="ak")
