@@ -57,13 +57,19 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
 
     @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body:
             response: Response = JSONResponse(
-                {"error": f"Request is {int(length) / 1e6:.0f} MB; the limit is "
-                          f"{max_body / 1e6:.0f} MB"}, status_code=413)
+                {
+                    "error": f"Request is {int(length) / 1e6:.0f} MB; the limit is "
+                    f"{max_body / 1e6:.0f} MB"
+                },
+                status_code=413,
+            )
         else:
             response = await call_next(request)
         route = request.scope.get("route")
@@ -89,7 +95,8 @@ def _add_platform_routes(app: FastAPI) -> None:
         components: dict[str, Any] = {"gateway": {"status": "ok", "version": __version__}}
         for name, res in zip(checks, results, strict=True):
             components[name] = (
-                {"status": "ok"} if not isinstance(res, BaseException)
+                {"status": "ok"}
+                if not isinstance(res, BaseException)
                 else {"status": "down", "error": str(res) or type(res).__name__}
             )
         functions: dict[str, Any] = {}
@@ -103,7 +110,10 @@ def _add_platform_routes(app: FastAPI) -> None:
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]
-        body = {"status": "ok" if not failing else "degraded", "components": components}
+        body: dict[str, Any] = {
+            "status": "ok" if not failing else "degraded",
+            "components": components,
+        }
         if failing:
             body["failing"] = failing
         return JSONResponse(body, status_code=503 if failing else 200)

@@ -61,5 +61,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request.app.state.log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        request.app.state.log.exception(
+            "Unhandled error on %s %s", request.method, request.url.path
+        )
         return JSONResponse(_body("Internal error; it has been logged"), status_code=500)

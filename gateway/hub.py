@@ -51,9 +51,14 @@ def ws_type(kind: str, state: str) -> str:
 def to_message(ev: dict[str, Any]) -> dict[str, Any]:
     msg = {
         "type": ws_type(ev.get("kind", "state"), ev.get("state", "")),
-        "jobId": ev["jobId"], "eventId": ev["eventId"], "progress": ev.get("progress"),
-        "state": ev.get("state"), "step": ev.get("step"), "message": ev.get("message"),
-        "etaSeconds": ev.get("etaSeconds"), "ts": ev.get("ts"),
+        "jobId": ev["jobId"],
+        "eventId": ev["eventId"],
+        "progress": ev.get("progress"),
+        "state": ev.get("state"),
+        "step": ev.get("step"),
+        "message": ev.get("message"),
+        "etaSeconds": ev.get("etaSeconds"),
+        "ts": ev.get("ts"),
     }
     for extra in ("error", "result"):
         if ev.get(extra) is not None:
@@ -63,10 +68,18 @@ def to_message(ev: dict[str, Any]) -> dict[str, Any]:
 
 def snapshot_message(job: Job, event_id: str | None) -> dict[str, Any]:
     return {
-        "type": ws_type("state", job.state.value), "snapshot": True, "jobId": job.id,
-        "eventId": event_id, "progress": job.progress, "state": job.state.value,
-        "step": job.step, "message": job.message, "etaSeconds": job.eta_seconds,
-        "error": job.error, "result": job.result, "ts": job.updated_at,
+        "type": ws_type("state", job.state.value),
+        "snapshot": True,
+        "jobId": job.id,
+        "eventId": event_id,
+        "progress": job.progress,
+        "state": job.state.value,
+        "step": job.step,
+        "message": job.message,
+        "etaSeconds": job.eta_seconds,
+        "error": job.error,
+        "result": job.result,
+        "ts": job.updated_at,
     }
 
 
@@ -102,6 +115,7 @@ class Hub:
         self._queue_size = queue_size
         self._subs: dict[str, set[Client]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_fanout(), name="hub-fanout")
@@ -117,7 +131,7 @@ class Hub:
         last = await self._fanout_tail()
         while True:
             try:
-                resp = await self._redis.xread({keys.FANOUT: last}, count=500, block=1000)
+                resp: Any = await self._redis.xread({keys.FANOUT: last}, count=500, block=1000)
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("fanout read failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
@@ -157,7 +171,9 @@ class Hub:
             # Too slow to keep up: close it rather than let its backlog grow.
             c.dropped = True
             metrics.WS_CLIENTS_DROPPED.inc()
-            asyncio.create_task(self._close_slow(c))
+            task = asyncio.create_task(self._close_slow(c))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _close_slow(self, c: Client) -> None:
         with contextlib.suppress(Exception):
@@ -166,8 +182,14 @@ class Hub:
     # --- subscriptions --------------------------------------------------------------------
     async def subscribe(self, c: Client, job_id: str, last_event_id: str | None) -> None:
         if len(c.last_sent) >= MAX_SUBSCRIPTIONS_PER_CLIENT and job_id not in c.last_sent:
-            c.offer({"type": "error", "jobId": job_id, "code": "too_many_subscriptions",
-                     "message": f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} jobs per connection"})
+            c.offer(
+                {
+                    "type": "error",
+                    "jobId": job_id,
+                    "code": "too_many_subscriptions",
+                    "message": f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} jobs per connection",
+                }
+            )
             return
         c.held[job_id] = []
         self._subs.setdefault(job_id, set()).add(c)
@@ -186,8 +208,14 @@ class Hub:
         job = job_from_hash(h)
         if job is None:
             self.unsubscribe(c, job_id)
-            c.offer({"type": "error", "jobId": job_id, "code": "unknown_job",
-                     "message": f"No live job with id {job_id!r}"})
+            c.offer(
+                {
+                    "type": "error",
+                    "jobId": job_id,
+                    "code": "unknown_job",
+                    "message": f"No live job with id {job_id!r}",
+                }
+            )
             return
         newest_id = str(newest[0][0]) if newest else None
         # Resume only if the client's last event is still retained, so nothing between
@@ -203,7 +231,9 @@ class Hub:
             return
         assert last_event_id is not None
         c.last_sent[job_id] = id_tuple(last_event_id)
-        missed = await self._redis.xrange(keys.job_events(job_id), min=f"({last_event_id}", max="+")
+        missed: Any = await self._redis.xrange(
+            keys.job_events(job_id), min=f"({last_event_id}", max="+"
+        )
         for _eid, fields in missed:
             self._deliver(c, job_id, to_message(json.loads(fields["data"])))
 
@@ -220,7 +250,9 @@ class Hub:
             self.unsubscribe(c, job_id)
 
     # --- one connection ---------------------------------------------------------------------
-    async def serve(self, ws: WebSocket, initial_job: str | None, last_event_id: str | None) -> None:
+    async def serve(
+        self, ws: WebSocket, initial_job: str | None, last_event_id: str | None
+    ) -> None:
         await ws.accept()
         c = Client(ws, self._queue_size)
         metrics.WS_CLIENTS.inc()
@@ -235,8 +267,13 @@ class Hub:
                     if not isinstance(msg, dict):
                         raise ValueError
                 except (ValueError, TypeError):
-                    c.offer({"type": "error", "code": "bad_message",
-                             "message": 'send JSON like {"type":"subscribe","jobId":"..."}'})
+                    c.offer(
+                        {
+                            "type": "error",
+                            "code": "bad_message",
+                            "message": 'send JSON like {"type":"subscribe","jobId":"..."}',
+                        }
+                    )
                     continue
                 await self._on_message(c, msg)
         except (WebSocketDisconnect, RuntimeError):
@@ -256,8 +293,13 @@ class Hub:
         if kind == "ping":
             c.offer({"type": "pong"})
         elif kind not in ("subscribe", "unsubscribe") or not isinstance(job_id, str) or not job_id:
-            c.offer({"type": "error", "code": "bad_message",
-                     "message": "expected {type: subscribe|unsubscribe, jobId: string}"})
+            c.offer(
+                {
+                    "type": "error",
+                    "code": "bad_message",
+                    "message": "expected {type: subscribe|unsubscribe, jobId: string}",
+                }
+            )
         elif kind == "subscribe":
             last = msg.get("lastEventId")
             valid = isinstance(last, str) and EVENT_ID.fullmatch(last)

@@ -20,48 +20,83 @@ from myspinbot.jobs.models import Job, JobType, new_job_id
 
 router = APIRouter(prefix="/api")
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", max_length=200,
-                       description="Retrying with the same key returns the same job.")
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Retrying with the same key returns the same job.",
+    ),
 ]
+
 
 def services(request: Request) -> Services:
     s: Services = request.app.state.services
     return s
 
+
 def accepted(job_id: str) -> JSONResponse:
-    return JSONResponse(Accepted(jobId=job_id).model_dump(by_alias=True), status_code=202)
+    return JSONResponse(Accepted(job_id=job_id).model_dump(by_alias=True), status_code=202)
+
 
 async def _queue(s: Services, job_type: JobType, job_id: str, params: dict[str, Any]) -> None:
     await submit.enqueue(s.redis, Job(id=job_id, type=job_type, params=params))
 
+
 @router.post(
-    "/train", status_code=202, response_model=Accepted,
+    "/train",
+    status_code=202,
+    response_model=Accepted,
     summary="Train an identity profile from photos (and optionally a voice clip)",
-    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["images", "name"], "properties": {
-            "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                       "description": "1-50 JPEG/PNG/WebP photos of the person"},
-            "voice": {"type": "string", "format": "binary",
-                      "description": "Optional voice clip (WAV, MP3, OGG, FLAC, M4A)"},
-            "voice_text": {"type": "string", "description": "What is said in the clip"},
-            "name": {"type": "string", "description": "Profile name"},
-            "options": {"type": "string", "description": "JSON object of TrainOptions"},
-        }}}}}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images", "name"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": "1-50 JPEG/PNG/WebP photos of the person",
+                            },
+                            "voice": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "Optional voice clip (WAV, MP3, OGG, FLAC, M4A)",
+                            },
+                            "voice_text": {
+                                "type": "string",
+                                "description": "What is said in the clip",
+                            },
+                            "name": {"type": "string", "description": "Profile name"},
+                            "options": {
+                                "type": "string",
+                                "description": "JSON object of TrainOptions",
+                            },
+                        },
+                    }
+                }
+            }
+        }
+    },
 )
 async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     s = services(request)
     limit = s.settings.max_upload_bytes
     try:
-        form = await request.form(max_files=s.settings.max_images + 5, max_fields=50,
-                                  max_part_size=64 * 1024)
+        form = await request.form(
+            max_files=s.settings.max_images + 5, max_fields=50, max_part_size=64 * 1024
+        )
     except Exception as exc:  # the multipart parser's own errors are already readable
         raise ApiError(400, f"Could not read the upload: {exc}") from None
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
     if not images:
         raise ApiError(400, "Add at least one photo in the `images` field", field="images")
     if len(images) > s.settings.max_images:
-        raise ApiError(400, f"{len(images)} photos sent; the limit is {s.settings.max_images}",
-                       field="images")
+        raise ApiError(
+            400, f"{len(images)} photos sent; the limit is {s.settings.max_images}", field="images"
+        )
     name = str(form.get("name") or "").strip()
     if not name or len(name) > 100:
         raise ApiError(400, "`name` is required (1-100 characters)", field="name")
@@ -74,23 +109,31 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
     for i, upload in enumerate(images):
         data = await uploads.read_limited(upload, limit, "images")
         content_type = uploads.check_image(upload.filename or f"image {i + 1}", data)
-        files.append((f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data,
-                      content_type))
+        files.append(
+            (f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data, content_type)
+        )
     voice = form.get("voice")
     if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
         data = await uploads.read_limited(voice, limit, "voice")
-        files.append((f"voice/{uploads.safe_name(voice.filename, 'voice')}", data,
-                      uploads.check_audio(voice.filename or "voice", data)))
+        files.append(
+            (
+                f"voice/{uploads.safe_name(voice.filename, 'voice')}",
+                data,
+                uploads.check_audio(voice.filename or "voice", data),
+            )
+        )
 
-    reservation = await submit.reserve(s.redis, idempotency_key, new_job_id(),
-                                       s.settings.idempotency_ttl_s)
+    reservation = await submit.reserve(
+        s.redis, idempotency_key, new_job_id(), s.settings.idempotency_ttl_s
+    )
     if reservation.existing:
         return accepted(reservation.job_id)
     job_id = reservation.job_id
     try:
         stored = await anyio.to_thread.run_sync(_store_inputs, s, job_id, files)
         params = {
-            "name": name, "options": options.model_dump(exclude_none=True),
+            "name": name,
+            "options": options.model_dump(exclude_none=True),
             "images": [k for k, t in stored if t.startswith("image/")],
             "voice": next((k for k, t in stored if t.startswith("audio/")), None),
             "voiceText": voice_text,
@@ -100,6 +143,7 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
         await submit.release(s.redis, idempotency_key, job_id)
         raise
     return accepted(job_id)
+
 
 def _train_options(raw: Any) -> TrainOptions:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -116,7 +160,10 @@ def _train_options(raw: Any) -> TrainOptions:
         _, message, details = describe_validation(list(exc.errors()))
         raise ApiError(422, f"options: {message}", field="options", details=details) from None
 
-def _store_inputs(s: Services, job_id: str, files: list[tuple[str, bytes, str]]) -> list[tuple[str, str]]:
+
+def _store_inputs(
+    s: Services, job_id: str, files: list[tuple[str, bytes, str]]
+) -> list[tuple[str, str]]:
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     stored = []
@@ -126,15 +173,22 @@ def _store_inputs(s: Services, job_id: str, files: list[tuple[str, bytes, str]])
         stored.append((key, content_type))
     return stored
 
-@router.post("/generate", status_code=202, response_model=Accepted,
-             summary="Make a narrated talking-avatar video")
-async def generate(body: GenerateRequest, request: Request,
-                   idempotency_key: IdempotencyKey = None) -> JSONResponse:
+
+@router.post(
+    "/generate",
+    status_code=202,
+    response_model=Accepted,
+    summary="Make a narrated talking-avatar video",
+)
+async def generate(
+    body: GenerateRequest, request: Request, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     s = services(request)
     if body.profile_id:
         await s.query(f"/profiles/{body.profile_id}")  # 404 passes through: unknown profile
-    reservation = await submit.reserve(s.redis, idempotency_key, new_job_id(),
-                                       s.settings.idempotency_ttl_s)
+    reservation = await submit.reserve(
+        s.redis, idempotency_key, new_job_id(), s.settings.idempotency_ttl_s
+    )
     if reservation.existing:
         return accepted(reservation.job_id)
     try:
@@ -144,9 +198,11 @@ async def generate(body: GenerateRequest, request: Request,
         raise
     return accepted(reservation.job_id)
 
+
 @router.get("/status/{job_id}", summary="A job's current state")
 async def status(job_id: str, request: Request) -> Any:
     return await services(request).query(f"/status/{job_id}")
+
 
 @router.get("/jobs", summary="Jobs, newest first")
 async def jobs(
@@ -154,7 +210,9 @@ async def jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
     type: JobType | None = None,
-    state: Annotated[str | None, Query(pattern="^(queued|running|completed|failed|cancelled)$")] = None,
+    state: Annotated[
+        str | None, Query(pattern="^(queued|running|completed|failed|cancelled)$")
+    ] = None,
 ) -> Any:
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if type:
@@ -163,9 +221,11 @@ async def jobs(
         params["state"] = state
     return await services(request).query("/jobs", params)
 
+
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
 async def job_detail(job_id: str, request: Request) -> Any:
     return await services(request).query(f"/jobs/{job_id}")
+
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
 async def cancel(job_id: str, request: Request) -> Any:
@@ -178,20 +238,27 @@ async def cancel(job_id: str, request: Request) -> Any:
         raise ApiError(409, str(exc)) from None
     return {"jobId": job_id, "cancelRequested": True, "stateWhenRequested": before.value}
 
+
 @router.get("/profiles", summary="Trained profiles")
 async def profiles(request: Request) -> Any:
     return await services(request).query("/profiles")
+
 
 @router.get("/profiles/{profile_id}", summary="One profile")
 async def profile(profile_id: str, request: Request) -> Any:
     return await services(request).query(f"/profiles/{profile_id}")
 
+
 @router.get("/capabilities", summary="What each running function provides")
 async def capabilities(request: Request) -> Any:
     fns = await services(request).functions()
-    return {"functions": {
-        name: {"replicas": f["replicas"], "description": f["description"],
-               "capabilities": f["capabilities"]}
-        for name, f in sorted(fns.items())
-    }}
-
+    return {
+        "functions": {
+            name: {
+                "replicas": f["replicas"],
+                "description": f["description"],
+                "capabilities": f["capabilities"],
+            }
+            for name, f in sorted(fns.items())
+        }
+    }

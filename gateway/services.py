@@ -105,11 +105,17 @@ class Services:
         alive = await pipe.execute()
         out: dict[str, dict[str, Any]] = {}
         for info, is_alive in zip(infos, alive, strict=True):
-            fn = out.setdefault(info["function"], {
-                "replicas": 0, "registered": 0, "triggers": info.get("triggers", {}),
-                "capabilities": {}, "description": info.get("description"),
-                "metricsPorts": [],
-            })
+            fn = out.setdefault(
+                info["function"],
+                {
+                    "replicas": 0,
+                    "registered": 0,
+                    "triggers": info.get("triggers", {}),
+                    "capabilities": {},
+                    "description": info.get("description"),
+                    "metricsPorts": [],
+                },
+            )
             fn["registered"] += 1
             fn["replicas"] += int(bool(is_alive))
             fn["capabilities"].update(info.get("capabilities") or {})

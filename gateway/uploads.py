@@ -6,8 +6,8 @@ import io
 import re
 import warnings
 
-from fastapi import UploadFile
 from PIL import Image
+from starlette.datastructures import UploadFile
 
 from gateway.errors import ApiError
 
@@ -41,7 +41,8 @@ async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise ApiError(
-            413, f"{what} {upload.filename!r} is larger than the {mb(limit)} limit per file",
+            413,
+            f"{what} {upload.filename!r} is larger than the {mb(limit)} limit per file",
             field=what,
         )
     return data
@@ -57,21 +58,28 @@ def check_image(name: str, data: bytes) -> str:
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ApiError(
-                    413, f"image {name!r} is {width}×{height} pixels; the limit is "
-                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels", field="images",
+                    413,
+                    f"image {name!r} is {width}x{height} pixels; the limit is "
+                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels",
+                    field="images",
                 )
             img.verify()
         except ApiError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ApiError(413, f"image {name!r} has too many pixels to decode safely",
-                           field="images") from None
+            raise ApiError(
+                413, f"image {name!r} has too many pixels to decode safely", field="images"
+            ) from None
         except Exception:
-            raise ApiError(415, f"{name!r} is not a readable image (JPEG, PNG or WebP expected)",
-                           field="images") from None
+            raise ApiError(
+                415,
+                f"{name!r} is not a readable image (JPEG, PNG or WebP expected)",
+                field="images",
+            ) from None
     if fmt not in IMAGE_FORMATS:
-        raise ApiError(415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP",
-                       field="images")
+        raise ApiError(
+            415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP", field="images"
+        )
     return IMAGE_FORMATS[fmt]
 
 
@@ -80,5 +88,8 @@ def check_audio(name: str, data: bytes) -> str:
     for content_type, sig in AUDIO_SIGNATURES:
         if sig.match(head):
             return content_type
-    raise ApiError(415, f"{name!r} is not an audio file we can read "
-                   "(WAV, MP3, OGG, FLAC or M4A expected)", field="voice")
+    raise ApiError(
+        415,
+        f"{name!r} is not an audio file we can read (WAV, MP3, OGG, FLAC or M4A expected)",
+        field="voice",
+    )

@@ -34,25 +34,31 @@ FUNCTION_INFLIGHT = Gauge(
     "myspinbot_function_inflight", "Invocations running now.", ["function", "trigger"]
 )
 STREAM_RETRIES = Counter(
-    "myspinbot_stream_retries", "Messages scheduled for a retry after a failure.",
+    "myspinbot_stream_retries",
+    "Messages scheduled for a retry after a failure.",
     ["function", "stream"],
 )
 STREAM_DEAD_LETTERS = Counter(
-    "myspinbot_stream_dead_letters", "Messages moved to the dead-letter stream.",
+    "myspinbot_stream_dead_letters",
+    "Messages moved to the dead-letter stream.",
     ["function", "stream"],
 )
 STREAM_RECLAIMED = Counter(
-    "myspinbot_stream_reclaimed", "Messages taken over from a replica that stopped answering.",
+    "myspinbot_stream_reclaimed",
+    "Messages taken over from a replica that stopped answering.",
     ["function", "stream"],
 )
 
 # --- gateway ---------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
-    "myspinbot_http_requests", "HTTP requests by route, method and status.",
+    "myspinbot_http_requests",
+    "HTTP requests by route, method and status.",
     ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "myspinbot_http_request_duration_seconds", "HTTP request latency.", ["route", "method"],
+    "myspinbot_http_request_duration_seconds",
+    "HTTP request latency.",
+    ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WS_CLIENTS = Gauge("myspinbot_websocket_clients_connected", "Open WebSocket connections.")
@@ -84,8 +90,8 @@ class PlatformCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         try:
-            counters = self._redis.hgetall(keys.METRICS_JOBS)
-            hist = self._redis.hgetall(keys.METRICS_DURATION)
+            counters: dict[str, str] = self._redis.hgetall(keys.METRICS_JOBS)  # type: ignore[assignment]
+            hist: dict[str, str] = self._redis.hgetall(keys.METRICS_DURATION)  # type: ignore[assignment]
         except redis.RedisError:
             return
         jobs = CounterMetricFamily(
@@ -108,8 +114,7 @@ class PlatformCollector(Collector):
         for job_type, state in sorted(labels):
             prefix = f"{job_type}|{state}|"
             buckets = [
-                (str(float(le)), float(hist.get(f"{prefix}{le}", 0)))
-                for le in JOB_DURATION_BUCKETS
+                (str(float(le)), float(hist.get(f"{prefix}{le}", 0))) for le in JOB_DURATION_BUCKETS
             ]
             buckets.append(("+Inf", float(hist.get(f"{prefix}+Inf", 0))))
             family.add_metric(
@@ -118,20 +123,25 @@ class PlatformCollector(Collector):
         return family
 
     def _stream_gauges(self) -> Iterator[Any]:
-        length = GaugeMetricFamily("myspinbot_stream_length", "Entries in a stream.", labels=["stream"])
+        length = GaugeMetricFamily(
+            "myspinbot_stream_length", "Entries in a stream.", labels=["stream"]
+        )
         pending = GaugeMetricFamily(
-            "myspinbot_stream_pending", "Delivered but not yet acknowledged.",
+            "myspinbot_stream_pending",
+            "Delivered but not yet acknowledged.",
             labels=["stream", "group"],
         )
         lag = GaugeMetricFamily(
-            "myspinbot_stream_lag", "Entries not yet delivered to the group.",
+            "myspinbot_stream_lag",
+            "Entries not yet delivered to the group.",
             labels=["stream", "group"],
         )
         delayed = GaugeMetricFamily(
             "myspinbot_stream_delayed", "Messages waiting out a retry backoff.", labels=["stream"]
         )
         dead = GaugeMetricFamily(
-            "myspinbot_stream_dead_letter_length", "Entries in the dead-letter stream.",
+            "myspinbot_stream_dead_letter_length",
+            "Entries in the dead-letter stream.",
             labels=["stream"],
         )
         for stream, group in self._streams:

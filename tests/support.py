@@ -21,8 +21,9 @@ SCRIPTED = ROOT / "tests" / "functions" / "scripted"
 FUNCTIONS = ROOT / "functions"
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.05) -> Any:
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
@@ -35,13 +36,17 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 class RunningPlatform:
     """`myspinbot up` in a subprocess, on its own port and data dir."""
 
-    def __init__(self, data_dir: Path, functions: list[Path] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, functions: list[Path] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.functions = functions if functions is not None else [
-            FUNCTIONS / "status", FUNCTIONS / "ws-relay", SCRIPTED]
+        self.functions = (
+            functions
+            if functions is not None
+            else [FUNCTIONS / "status", FUNCTIONS / "ws-relay", SCRIPTED]
+        )
         self.env = {**os.environ, "MYSPINBOT_RECLAIM_IDLE_S": "2", **(env or {})}
         for var in ("MYSPINBOT_REDIS_URL", "MYSPINBOT_S3_ENDPOINT", "MYSPINBOT_DATABASE_URL"):
             if env is None or var not in env:
@@ -51,19 +56,31 @@ class RunningPlatform:
 
     def start(self, timeout: float = 120) -> RunningPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "myspinbot", "up", "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]
+        argv = [
+            sys.executable,
+            "-m",
+            "myspinbot",
+            "up",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         for f in self.functions:
             argv += ["--function", str(f)]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=ROOT)
+            self.proc = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
         try:
-            wait_for(self._healthy, timeout=timeout, what="the platform to be healthy",
-                     interval=0.3)
+            wait_for(
+                self._healthy, timeout=timeout, what="the platform to be healthy", interval=0.3
+            )
         except AssertionError:
             self.stop()
-            raise AssertionError(f"platform did not start:\n{self.log.read_text()[-4000:]}") from None
+            raise AssertionError(
+                f"platform did not start:\n{self.log.read_text()[-4000:]}"
+            ) from None
         return self
 
     def _healthy(self) -> bool:
@@ -104,8 +121,12 @@ class RunningPlatform:
         return httpx.post(self.url + path, timeout=30, **kw)
 
     def submit(self, test: dict[str, Any] | None = None, **body: Any) -> str:
-        payload = {"mode": "direct", "narration": "Hello there.",
-                   "options": {"test": test or {}}, **body}
+        payload = {
+            "mode": "direct",
+            "narration": "Hello there.",
+            "options": {"test": test or {}},
+            **body,
+        }
         resp = self.post("/api/generate", json=payload)
         assert resp.status_code == 202, resp.text
         return str(resp.json()["jobId"])

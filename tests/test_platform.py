@@ -29,7 +29,9 @@ def ws_url(p: RunningPlatform, query: str = "") -> str:
     return p.url.replace("http://", "ws://") + "/ws" + query
 
 
-def collect(ws: Any, until: set[str] = {"done", "error"}, timeout: float = 60) -> list[dict[str, Any]]:  # noqa: B006
+def collect(ws: Any, until: set[str] | None = None, timeout: float = 60) -> list[dict[str, Any]]:
+    if until is None:
+        until = {"done", "error"}
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,7 +75,9 @@ def test_subscribe_on_connect_with_query(platform: RunningPlatform) -> None:
     assert msgs[0]["snapshot"] and msgs[-1]["state"] == "completed"
 
 
-def test_reconnect_with_last_event_id_gets_each_missed_event_once(platform: RunningPlatform) -> None:
+def test_reconnect_with_last_event_id_gets_each_missed_event_once(
+    platform: RunningPlatform,
+) -> None:
     job_id = platform.submit({"steps": 20, "sleep": 0.15})
     seen: list[dict[str, Any]] = []
     with connect(ws_url(platform)) as ws:
@@ -186,8 +190,11 @@ def test_metrics_count_jobs_requests_and_invocations(platform: RunningPlatform) 
     from prometheus_client.parser import text_string_to_metric_families
 
     def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
 
     before = samples(platform.get("/metrics").text)
     jobs = [platform.submit() for _ in range(3)]
@@ -204,18 +211,26 @@ def test_metrics_count_jobs_requests_and_invocations(platform: RunningPlatform) 
     assert delta("myspinbot_jobs_total", type="generate", state="completed") == 3
     assert delta("myspinbot_jobs_total", type="generate", state="queued") == 3
     assert delta("myspinbot_job_duration_seconds_count", type="generate", state="completed") == 3
-    assert delta("myspinbot_http_requests_total", route="/api/generate", method="POST",
-                 status="202") == 3
+    assert (
+        delta("myspinbot_http_requests_total", route="/api/generate", method="POST", status="202")
+        == 3
+    )
     assert after[("myspinbot_websocket_clients_connected", ())] >= 1
-    assert ("myspinbot_stream_pending", (("group", "generate"),
-                                         ("stream", keys.job_stream("generate")))) in after
+    assert (
+        "myspinbot_stream_pending",
+        (("group", "generate"), ("stream", keys.job_stream("generate"))),
+    ) in after
     # Every function replica exports its own metrics.
     total = 0.0
     for child in platform.children("scripted"):
         fn = samples(httpx.get(f"http://127.0.0.1:{child['metricsPort']}/metrics").text)
-        total += sum(v for (n, lbl), v in fn.items()
-                     if n == "myspinbot_function_invocations_total"
-                     and ("outcome", "success") in lbl and ("trigger", "generate") in lbl)
+        total += sum(
+            v
+            for (n, lbl), v in fn.items()
+            if n == "myspinbot_function_invocations_total"
+            and ("outcome", "success") in lbl
+            and ("trigger", "generate") in lbl
+        )
     assert total >= 3
 
 
@@ -233,8 +248,9 @@ def test_sigkilled_replicas_lose_no_job_and_finish_none_twice(platform: RunningP
         except ProcessLookupError:  # being restarted right now; pick it next round
             pass
     assert kills >= 3
-    finals = {j: platform.wait_state(j, {"completed", "failed", "cancelled"}, timeout=120)
-              for j in jobs}
+    finals = {
+        j: platform.wait_state(j, {"completed", "failed", "cancelled"}, timeout=120) for j in jobs
+    }
     assert {f["state"] for f in finals.values()} == {"completed"}, finals
     for j in jobs:
         events = platform.get(f"/api/jobs/{j}").json()["events"]
@@ -246,9 +262,10 @@ def test_sigkilled_replicas_lose_no_job_and_finish_none_twice(platform: RunningP
 def test_platform_restarts_a_killed_function(platform: RunningPlatform) -> None:
     victim = platform.children("scripted")[0]
     os.kill(victim["pid"], signal.SIGKILL)
-    wait_for(lambda: platform.children("scripted")[0]["pid"] != victim["pid"], timeout=20,
-             what="the supervisor to restart the replica")
+    wait_for(
+        lambda: platform.children("scripted")[0]["pid"] != victim["pid"],
+        timeout=20,
+        what="the supervisor to restart the replica",
+    )
     job_id = platform.submit()
     assert platform.wait_state(job_id, {"completed"})["state"] == "completed"
-
-

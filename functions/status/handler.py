@@ -19,8 +19,9 @@ MAX_PAGE = 200
 
 def init_context(context: Any) -> None:
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0",
-                                  decode_responses=True)
+    client = redis.Redis.from_url(
+        settings.redis_url or "redis://127.0.0.1:6379/0", decode_responses=True
+    )
     history = JobHistory(settings.sqlalchemy_url)
     context.user_data.history = history
     context.user_data.queries = JobQueries(client, history)
@@ -28,8 +29,9 @@ def init_context(context: Any) -> None:
 
 
 def _json(context: Any, status: int, body: Any) -> Any:
-    return context.Response(body=body, status_code=status, content_type="application/json",
-                            headers={})
+    return context.Response(
+        body=body, status_code=status, content_type="application/json", headers={}
+    )
 
 
 def _int(fields: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -57,8 +59,16 @@ def handler(context: Any, event: Any) -> Any:
         limit = _int(fields, "limit", 20, 1, MAX_PAGE)
         offset = _int(fields, "offset", 0, 0, 10**9)
         jobs, total = q.page(limit, offset, fields.get("type") or None, fields.get("state") or None)
-        return _json(context, 200, {"jobs": [j.status_view() for j in jobs], "total": total,
-                                    "limit": limit, "offset": offset})
+        return _json(
+            context,
+            200,
+            {
+                "jobs": [j.status_view() for j in jobs],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            },
+        )
     if len(parts) == 2 and parts[0] == "jobs":
         detail = q.detail(parts[1])
         if detail is None:

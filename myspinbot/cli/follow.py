@@ -22,8 +22,13 @@ def follow(base_url: str, job_id: str, console: Console) -> dict[str, Any]:
     """Show the job's progress until it ends; returns the last message (its final state)."""
     last_event: str | None = None
     final: dict[str, Any] = {}
-    columns = (TextColumn("[bold]{task.fields[state]:<9}"), BarColumn(), TaskProgressColumn(),
-               TimeRemainingColumn(), TextColumn("{task.description}"))
+    columns = (
+        TextColumn("[bold]{task.fields[state]:<9}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("waiting…", total=100, state="queued")
         attempts = 0
@@ -40,9 +45,12 @@ def follow(base_url: str, job_id: str, console: Console) -> dict[str, Any]:
                         if msg.get("type") == "error" and msg.get("code"):
                             raise SystemExit(msg.get("message", "subscription refused"))
                         last_event = msg.get("eventId") or last_event
-                        bar.update(task, completed=msg.get("progress") or 0,
-                                   description=msg.get("message") or msg.get("step") or "",
-                                   state=msg.get("state") or "")
+                        bar.update(
+                            task,
+                            completed=msg.get("progress") or 0,
+                            description=msg.get("message") or msg.get("step") or "",
+                            state=msg.get("state") or "",
+                        )
                         if msg.get("state") in TERMINAL:
                             final = msg
                             break

@@ -34,11 +34,22 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default=None, help="Address the gateway listens on [127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Gateway port [8080].")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where embedded Redis, S3 and SQLite keep data [./.myspinbot].")
-@click.option("--function", "functions", multiple=True, type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Run these function directories instead of functions/*.")
-def up(host: str | None, port: int | None, data_dir: Path | None, functions: tuple[Path, ...]) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where embedded Redis, S3 and SQLite keep data [./.myspinbot].",
+)
+@click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run these function directories instead of functions/*.",
+)
+def up(
+    host: str | None, port: int | None, data_dir: Path | None, functions: tuple[Path, ...]
+) -> None:
     """Start the whole platform on embedded defaults (Ctrl-C stops it).
 
     Uses MYSPINBOT_REDIS_URL / MYSPINBOT_S3_ENDPOINT / MYSPINBOT_DATABASE_URL when
@@ -47,16 +58,21 @@ def up(host: str | None, port: int | None, data_dir: Path | None, functions: tup
     """
     from myspinbot.runtime.supervisor import Platform
 
-    overrides: dict[str, Any] = {k: v for k, v in
-                                 {"host": host, "port": port, "data_dir": data_dir}.items() if v}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v
+    }
     settings = Settings(**overrides)
     platform = Platform(settings, list(functions) or None, say=console.print)
-    console.print(f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})")
+    console.print(
+        f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})"
+    )
     try:
         platform.start()
         gw = platform.urls["gateway"]
-        console.print(f"\n[bold green]Ready.[/]  {gw}/  ·  API docs {gw}/docs  ·  "
-                      f"health {gw}/health  ·  metrics {gw}/metrics")
+        console.print(
+            f"\n[bold green]Ready.[/]  {gw}/  ·  API docs {gw}/docs  ·  "
+            f"health {gw}/health  ·  metrics {gw}/metrics"
+        )
         console.print("Press Ctrl-C to stop.")
         platform.serve_forever()
     except RuntimeError as exc:
@@ -96,17 +112,25 @@ def function_run(function_dir: Path, replica: int, http_port: int | None) -> Non
 
 
 # --- using the platform ---------------------------------------------------------------------------
-url_option = click.option("--url", envvar="MYSPINBOT_URL", default=DEFAULT_URL, show_default=True,
-                          help="Gateway URL (env MYSPINBOT_URL).")
+url_option = click.option(
+    "--url",
+    envvar="MYSPINBOT_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Gateway URL (env MYSPINBOT_URL).",
+)
 
 
 def _api(url: str, method: str, path: str, **kwargs: Any) -> Any:
     try:
         resp = httpx.request(method, url.rstrip("/") + path, timeout=60, **kwargs)
     except httpx.TransportError as exc:
-        raise click.ClickException(f"cannot reach the gateway at {url} ({exc}); is "
-                                   "`myspinbot up` running?") from None
-    body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        raise click.ClickException(
+            f"cannot reach the gateway at {url} ({exc}); is `myspinbot up` running?"
+        ) from None
+    body = (
+        resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    )
     if resp.status_code >= 400:
         raise click.ClickException(f"{resp.status_code}: {body.get('error', resp.text)}")
     return body
@@ -124,28 +148,48 @@ def _follow_or_print(url: str, job_id: str, no_follow: bool) -> None:
         if final.get("result"):
             console.print_json(json.dumps(final["result"]))
     else:
-        raise click.ClickException(f"job {final.get('state')}: {final.get('error') or final.get('message')}")
+        raise click.ClickException(
+            f"job {final.get('state')}: {final.get('error') or final.get('message')}"
+        )
 
 
 @cli.command()
 @url_option
-@click.option("--image", "images", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A photo of the person (repeat for 1-50 photos).")
-@click.option("--voice", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A 3-30 s voice clip.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A photo of the person (repeat for 1-50 photos).",
+)
+@click.option(
+    "--voice",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A 3-30 s voice clip.",
+)
 @click.option("--voice-text", help="What is said in the voice clip.")
 @click.option("--name", required=True, help="Profile name.")
-@click.option("--options", "options_json", default=None, help='JSON, e.g. \'{"steps": 300}\'.')
+@click.option("--options", "options_json", default=None, help="JSON, e.g. '{\"steps\": 300}'.")
 @click.option("--no-follow", is_flag=True, help="Print the job id and return.")
-def train(url: str, images: tuple[Path, ...], voice: Path | None, voice_text: str | None,
-          name: str, options_json: str | None, no_follow: bool) -> None:
+def train(
+    url: str,
+    images: tuple[Path, ...],
+    voice: Path | None,
+    voice_text: str | None,
+    name: str,
+    options_json: str | None,
+    no_follow: bool,
+) -> None:
     """Train a profile from photos (and a voice clip), following it live."""
     files = [("images", (p.name, p.read_bytes())) for p in images]
     if voice:
         files.append(("voice", (voice.name, voice.read_bytes())))
-    data = {"name": name, **({"voice_text": voice_text} if voice_text else {}),
-            **({"options": options_json} if options_json else {})}
+    data = {
+        "name": name,
+        **({"voice_text": voice_text} if voice_text else {}),
+        **({"options": options_json} if options_json else {}),
+    }
     job = _api(url, "POST", "/api/train", files=files, data=data)
     _follow_or_print(url, job["jobId"], no_follow)
 
@@ -158,13 +202,25 @@ def train(url: str, images: tuple[Path, ...], voice: Path | None, voice_text: st
 @click.option("--stage", help="Scene description.")
 @click.option("--options", "options_json", default=None, help="JSON object of options.")
 @click.option("--no-follow", is_flag=True, help="Print the job id and return.")
-def generate(url: str, profile_id: str | None, narration: str | None, prompt: str | None,
-             stage: str | None, options_json: str | None, no_follow: bool) -> None:
+def generate(
+    url: str,
+    profile_id: str | None,
+    narration: str | None,
+    prompt: str | None,
+    stage: str | None,
+    options_json: str | None,
+    no_follow: bool,
+) -> None:
     """Make a video: --narration for direct mode, --prompt for guided mode."""
     if bool(narration) == bool(prompt):
         raise click.UsageError("give exactly one of --narration (direct) or --prompt (guided)")
-    body: dict[str, Any] = {"mode": "direct" if narration else "guided", "narration": narration,
-                            "prompt": prompt, "stage": stage, "profileId": profile_id}
+    body: dict[str, Any] = {
+        "mode": "direct" if narration else "guided",
+        "narration": narration,
+        "prompt": prompt,
+        "stage": stage,
+        "profileId": profile_id,
+    }
     if options_json:
         body["options"] = json.loads(options_json)
     job = _api(url, "POST", "/api/generate", json={k: v for k, v in body.items() if v is not None})
@@ -175,16 +231,27 @@ def generate(url: str, profile_id: str | None, narration: str | None, prompt: st
 @url_option
 @click.option("--limit", default=20, show_default=True)
 @click.option("--type", "job_type", type=click.Choice(["train", "generate"]))
-@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"]))
+@click.option(
+    "--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"])
+)
 def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
     """List jobs, newest first."""
-    params = {"limit": limit, **({"type": job_type} if job_type else {}),
-              **({"state": state} if state else {})}
+    params = {
+        "limit": limit,
+        **({"type": job_type} if job_type else {}),
+        **({"state": state} if state else {}),
+    }
     page = _api(url, "GET", "/api/jobs", params=params)
     table = Table("id", "type", "state", "progress", "step", "message")
     for j in page["jobs"]:
-        table.add_row(j["jobId"], j["type"], j["state"], f"{j['progress']:.0f}%", j.get("step") or "",
-                      (j.get("error") or j.get("message") or "")[:60])
+        table.add_row(
+            j["jobId"],
+            j["type"],
+            j["state"],
+            f"{j['progress']:.0f}%",
+            j.get("step") or "",
+            (j.get("error") or j.get("message") or "")[:60],
+        )
     console.print(table)
     console.print(f"{len(page['jobs'])} of {page['total']} jobs")
 

@@ -76,7 +76,7 @@ def progress(
     )
 
 
-def xadd_args(event: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def xadd_args(event: dict[str, Any]) -> tuple[str, dict[Any, Any]]:
     """Stream key and fields for appending `event`."""
     return keys.EVENTS, {"body": json.dumps(event, separators=(",", ":"))}
 

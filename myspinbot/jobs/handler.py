@@ -133,7 +133,7 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
 
 def _live_state(run: JobRun) -> JobState | None:
     raw = run.redis.hget(keys.job(run.job.id), "state")
-    return JobState(raw) if raw else None
+    return JobState(str(raw)) if raw else None
 
 
 def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
@@ -144,23 +144,59 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
         context.logger.info_with("Skipping finished job", job_id=job_id, state=live.value)
         return {"jobId": job_id, "skipped": live.value}
     if run.cancel_requested():
-        run._emit(events.state(job_id, JobState.cancelled, attempt=run.attempt,
-                               message="Cancelled before it started"))
+        run._emit(
+            events.state(
+                job_id,
+                JobState.cancelled,
+                attempt=run.attempt,
+                message="Cancelled before it started",
+            )
+        )
         return {"jobId": job_id, "state": "cancelled"}
 
     first = run.plan.names()[0]
-    run._emit(events.state(job_id, JobState.running, attempt=run.attempt, step=first,
-                           message=f"Started (attempt {run.attempt})"))
+    run._emit(
+        events.state(
+            job_id,
+            JobState.running,
+            attempt=run.attempt,
+            step=first,
+            message=f"Started (attempt {run.attempt})",
+        )
+    )
     try:
         result = fn(run) or {}
     except JobCancelled as exc:
-        run._emit(events.state(job_id, JobState.cancelled, attempt=run.attempt,
-                               step=run._last_step, message=str(exc) or "Cancelled"))
+        run._emit(
+            events.state(
+                job_id,
+                JobState.cancelled,
+                attempt=run.attempt,
+                step=run._last_step,
+                message=str(exc) or "Cancelled",
+            )
+        )
         return {"jobId": job_id, "state": "cancelled"}
     except PermanentError as exc:
-        run._emit(events.state(job_id, JobState.failed, attempt=run.attempt,
-                               step=run._last_step, error=str(exc), message=str(exc)))
+        run._emit(
+            events.state(
+                job_id,
+                JobState.failed,
+                attempt=run.attempt,
+                step=run._last_step,
+                error=str(exc),
+                message=str(exc),
+            )
+        )
         return {"jobId": job_id, "state": "failed"}
-    run._emit(events.state(job_id, JobState.completed, attempt=run.attempt,
-                           step=run.plan.names()[-1], message="Done", result=result))
+    run._emit(
+        events.state(
+            job_id,
+            JobState.completed,
+            attempt=run.attempt,
+            step=run.plan.names()[-1],
+            message="Done",
+            result=result,
+        )
+    )
     return {"jobId": job_id, "state": "completed"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from myspinbot.jobs.models import Job
@@ -11,7 +12,7 @@ _JSON_FIELDS = ("params", "result")
 _FLOAT_FIELDS = ("progress", "eta_seconds", "created_at", "started_at", "finished_at", "updated_at")
 
 
-def job_from_hash(h: dict[str, Any]) -> Job | None:
+def job_from_hash(h: Mapping[Any, Any]) -> Job | None:
     if not h or "type" not in h or "state" not in h:
         return None
     data: dict[str, Any] = {k: v for k, v in h.items() if k != "src"}

@@ -47,10 +47,21 @@ class Relay:
         for source_id, ev in batch:
             job_id = ev["jobId"]
             self._apply(
-                keys=[keys.job(job_id), keys.job_events(job_id), keys.FANOUT,
-                      keys.METRICS_JOBS, keys.METRICS_DURATION],
-                args=[source_id, json.dumps(ev), self._settings.job_events_maxlen, FANOUT_MAXLEN,
-                      self._settings.job_ttl_s, metrics.job_duration_buckets_json()],
+                keys=[
+                    keys.job(job_id),
+                    keys.job_events(job_id),
+                    keys.FANOUT,
+                    keys.METRICS_JOBS,
+                    keys.METRICS_DURATION,
+                ],
+                args=[
+                    source_id,
+                    json.dumps(ev),
+                    self._settings.job_events_maxlen,
+                    FANOUT_MAXLEN,
+                    self._settings.job_ttl_s,
+                    metrics.job_duration_buckets_json(),
+                ],
                 client=pipe,
             )
         outcomes = [
@@ -83,10 +94,16 @@ def _outcome(source_id: str, ev: dict[str, Any], res: list[Any]) -> Applied:
         # Rebuilt from the source so a row lost to a crash before the SQL commit is
         # written now; if it was written, the unique (job, event) key drops it.
         event = JobEvent(
-            job_id=job.id, event_id=source_id, kind=EventKind(ev["kind"]),
-            state=JobState(ev.get("state") or job.state), progress=float(ev.get("progress", job.progress)),
-            step=ev.get("step"), message=ev.get("message"), error=ev.get("error"),
-            result=ev.get("result"), ts=float(ev.get("ts", job.updated_at)),
+            job_id=job.id,
+            event_id=source_id,
+            kind=EventKind(ev["kind"]),
+            state=JobState(ev.get("state") or job.state),
+            progress=float(ev.get("progress", job.progress)),
+            step=ev.get("step"),
+            message=ev.get("message"),
+            error=ev.get("error"),
+            result=ev.get("result"),
+            ts=float(ev.get("ts", job.updated_at)),
         )
         return Applied("duplicate", event, job, True)
     event = JobEvent.model_validate(json.loads(payload))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -51,8 +52,13 @@ async def enqueue(client: aioredis.Redis, job: Job, wait_ms: int = APPLY_WAIT_MS
     body = job.model_dump_json(include={"id", "type", "params", "created_at"})
     pipe = client.pipeline(transaction=True)
     pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
-    pipe.xadd(keys.job_stream(job.type), {"body": body, "attempt": "1"},
-              maxlen=JOB_STREAM_MAXLEN, approximate=True)
+    message: dict[Any, Any] = {"body": body, "attempt": "1"}
+    pipe.xadd(
+        keys.job_stream(job.type),
+        message,
+        maxlen=JOB_STREAM_MAXLEN,
+        approximate=True,
+    )
     await pipe.execute()
     if wait_ms:
         # The first entry of the per-job stream is the applied `created` event.
@@ -70,7 +76,7 @@ async def cancel(client: aioredis.Redis, job_id: str, ttl_s: int) -> JobState:
     raw = await client.hget(keys.job(job_id), "state")
     if raw is None:
         raise KeyError(job_id)
-    state = JobState(raw)
+    state = JobState(str(raw))
     if state.terminal:
         raise CancelError(f"job {job_id} already ended ({state.value}); nothing to cancel")
     await client.set(keys.job_cancel(job_id), "1", ex=ttl_s)

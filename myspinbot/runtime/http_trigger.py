@@ -69,7 +69,9 @@ class HttpTriggerApp:
             context.logger.error_with("Handler raised", error=f"{type(exc).__name__}: {exc}")
             response = {
                 "body": json.dumps({"error": "internal error in function " + self.function}),
-                "content_type": "application/json", "headers": {}, "status_code": 500,
+                "content_type": "application/json",
+                "headers": {},
+                "status_code": 500,
                 "body_encoding": "text",
             }
             outcome = "error"
@@ -129,15 +131,18 @@ async def _read_body(receive: Receive) -> bytes:
 
 async def _send_response(send: Send, response: dict[str, Any]) -> None:
     body = response["body"]
-    raw = base64.b64decode(body) if response.get("body_encoding") == "base64" else str(body).encode()
+    raw = (
+        base64.b64decode(body) if response.get("body_encoding") == "base64" else str(body).encode()
+    )
     headers = [(b"content-type", str(response["content_type"]).encode())]
     headers += [
         (str(k).lower().encode(), str(v).encode())
         for k, v in (response.get("headers") or {}).items()
         if str(k).lower() != "content-type"
     ]
-    await send({"type": "http.response.start", "status": int(response["status_code"]),
-                "headers": headers})
+    await send(
+        {"type": "http.response.start", "status": int(response["status_code"]), "headers": headers}
+    )
     await send({"type": "http.response.body", "body": raw})
 
 

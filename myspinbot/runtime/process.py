@@ -45,12 +45,16 @@ def apply_env(config: FunctionConfig) -> None:
         os.environ.setdefault(var.name, var.value)
 
 
-def make_contexts(module: Any, trigger_name: str, kind: str, workers: int, logger: Any) -> list[Any]:
+def make_contexts(
+    module: Any, trigger_name: str, kind: str, workers: int, logger: Any
+) -> list[Any]:
     platform = nuclio_sdk.Platform("local")
     contexts = []
     for worker_id in range(workers):
         ctx = nuclio_sdk.Context(
-            logger=logger, platform=platform, worker_id=worker_id,
+            logger=logger,
+            platform=platform,
+            worker_id=worker_id,
             trigger=nuclio_sdk.TriggerInfo(kind, trigger_name),
         )
         init = getattr(module, "init_context", None)
@@ -100,14 +104,23 @@ class Replica:
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.host)
         self._info = {
-            "function": self.name, "replica": self.replica, "pid": os.getpid(),
-            "host": socket.gethostname(), "triggers": triggers,
-            "metricsPort": self.settings.metrics_port, "capabilities": capabilities,
-            "description": self.config.spec.description, "startedAt": time.time(),
+            "function": self.name,
+            "replica": self.replica,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "triggers": triggers,
+            "metricsPort": self.settings.metrics_port,
+            "capabilities": capabilities,
+            "description": self.config.spec.description,
+            "startedAt": time.time(),
         }
         self._register()
-        self.logger.info_with("Function replica ready", function=self.name, replica=self.replica,
-                              triggers=list(triggers))
+        self.logger.info_with(
+            "Function replica ready",
+            function=self.name,
+            replica=self.replica,
+            triggers=list(triggers),
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(REGISTRY_TTL_S / 3):
@@ -115,33 +128,55 @@ class Replica:
         self.shutdown()
         return 0
 
-    def _start_stream(self, tname: str, trig: Any, handler: Any, contexts: list[Any]) -> dict[str, Any]:
+    def _start_stream(
+        self, tname: str, trig: Any, handler: Any, contexts: list[Any]
+    ) -> dict[str, Any]:
         if self._redis is None:
             raise RuntimeError(f"trigger {tname!r} needs Redis: set MYSPINBOT_REDIS_URL")
         st = StreamTrigger(
-            function=self.name, name=tname, trigger=trig, handler=handler, contexts=contexts,
-            client=self._redis, consumer=self.consumer,
-            default_reclaim_idle_s=self.settings.reclaim_idle_s, logger=self.logger,
+            function=self.name,
+            name=tname,
+            trigger=trig,
+            handler=handler,
+            contexts=contexts,
+            client=self._redis,
+            consumer=self.consumer,
+            default_reclaim_idle_s=self.settings.reclaim_idle_s,
+            logger=self.logger,
         )
         st.start()
         self._streams.append(st)
-        return {"kind": "redis-stream", "stream": st.stream, "group": st.group,
-                "workers": trig.workers}
+        return {
+            "kind": "redis-stream",
+            "stream": st.stream,
+            "group": st.group,
+            "workers": trig.workers,
+        }
 
-    def _start_http(self, tname: str, trig: Any, handler: Any, contexts: list[Any]) -> dict[str, Any]:
+    def _start_http(
+        self, tname: str, trig: Any, handler: Any, contexts: list[Any]
+    ) -> dict[str, Any]:
         port = self.http_port or trig.attributes.get("port") or 8080
         sock = reuse_port_socket(self.settings.host, int(port))
-        server = make_server(HttpTriggerApp(function=self.name, name=tname, handler=handler,
-                                            contexts=contexts))
-        thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
-                                  name=f"{tname}-http", daemon=True)
+        server = make_server(
+            HttpTriggerApp(function=self.name, name=tname, handler=handler, contexts=contexts)
+        )
+        thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])),
+            name=f"{tname}-http",
+            daemon=True,
+        )
         thread.start()
         self._servers.append(server)
         self._threads.append(thread)
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
-        return {"kind": "http", "url": f"http://{self.settings.host}:{port}", "workers": trig.workers}
+        return {
+            "kind": "http",
+            "url": f"http://{self.settings.host}:{port}",
+            "workers": trig.workers,
+        }
 
     def _register(self) -> None:
         if self._redis is None:

@@ -1,4 +1,4 @@
-"""The `redis-stream` trigger: a consumer group with at-least-once delivery.
+r"""The `redis-stream` trigger: a consumer group with at-least-once delivery.
 
 Life of a message:
   read (XREADGROUP) -> handler -> XACK                        on success
@@ -77,7 +77,9 @@ class StreamTrigger:
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._heartbeat = client.register_script(lua("myspinbot.runtime", "stream.lua", "heartbeat"))
+        self._heartbeat = client.register_script(
+            lua("myspinbot.runtime", "stream.lua", "heartbeat")
+        )
         self._move_due = client.register_script(lua("myspinbot.runtime", "stream.lua", "move_due"))
         self._labels = {"function": function, "stream": self.stream}
 
@@ -142,15 +144,17 @@ class StreamTrigger:
         XCLAIM (unlike re-reading the PEL) counts a delivery, so a message that
         kills the process every time still reaches maxDeliveries.
         """
-        pending = self._redis.xpending_range(
+        pending: Any = self._redis.xpending_range(
             self.stream, self.group, "-", "+", 1000, consumername=self.consumer
         )
-        ids = [p["message_id"] for p in pending]
+        ids = [str(p["message_id"]) for p in pending]
         if ids:
             self._claim(ids, min_idle_ms=0)
 
     def _claim(self, ids: list[str], min_idle_ms: int) -> list[Message]:
-        claimed = self._redis.xclaim(self.stream, self.group, self.consumer, min_idle_ms, ids)
+        claimed: Any = self._redis.xclaim(
+            self.stream, self.group, self.consumer, min_idle_ms, list[Any](ids)
+        )
         got = {mid: fields for mid, fields in claimed if fields is not None}
         gone = [i for i in ids if i not in got]
         if gone:  # trimmed away while pending: nothing left to run
@@ -171,7 +175,7 @@ class StreamTrigger:
                     self._lock.wait(timeout=0.5)
                 continue
             try:
-                resp = self._redis.xreadgroup(
+                resp: Any = self._redis.xreadgroup(
                     self.group, self.consumer, {self.stream: ">"}, count=free, block=500
                 )
             except redis.RedisError as exc:
@@ -282,7 +286,8 @@ class StreamTrigger:
                 f"retrying in {delay:.1f} s"
             )
             ev = events.state(job_id, JobState.queued, attempt=m.attempt + 1, message=message)
-            pipe.xadd(*events.xadd_args(ev), maxlen=events.EVENTS_MAXLEN, approximate=True)
+            stream, fields = events.xadd_args(ev)
+            pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
         pipe.execute()
         metrics.STREAM_RETRIES.labels(**self._labels).inc()
         self._forget([m])
@@ -291,18 +296,29 @@ class StreamTrigger:
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(
             keys.dead_letter(self.stream),
-            {"body": m.body, "attempt": str(m.attempt), "error": error,
-             "source_id": m.id, "function": self.function, "failed_at": str(time.time())},
-            maxlen=JOB_STREAM_MAXLEN, approximate=True,
+            {
+                "body": m.body,
+                "attempt": str(m.attempt),
+                "error": error,
+                "source_id": m.id,
+                "function": self.function,
+                "failed_at": str(time.time()),
+            },
+            maxlen=JOB_STREAM_MAXLEN,
+            approximate=True,
         )
         pipe.xack(self.stream, self.group, m.id)
         job_id = self._job_id(m)
         if job_id:
             ev = events.state(
-                job_id, JobState.failed, attempt=m.attempt, error=error,
+                job_id,
+                JobState.failed,
+                attempt=m.attempt,
+                error=error,
                 message=f"Failed after {m.attempt} attempt(s): {error}",
             )
-            pipe.xadd(*events.xadd_args(ev), maxlen=events.EVENTS_MAXLEN, approximate=True)
+            stream, fields = events.xadd_args(ev)
+            pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
         pipe.execute()
         metrics.STREAM_DEAD_LETTERS.labels(**self._labels).inc()
         self._log.error_with("Message dead-lettered", id=m.id, error=error)
@@ -311,8 +327,12 @@ class StreamTrigger:
     def _release(self, m: Message) -> None:
         """Give a message back (shutdown): a fresh copy on the stream, the old one acked."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xadd(self.stream, {"body": m.body, "attempt": str(m.attempt)},
-                  maxlen=JOB_STREAM_MAXLEN, approximate=True)
+        pipe.xadd(
+            self.stream,
+            {"body": m.body, "attempt": str(m.attempt)},
+            maxlen=JOB_STREAM_MAXLEN,
+            approximate=True,
+        )
         pipe.xack(self.stream, self.group, m.id)
         pipe.execute()
         self._forget([m])
@@ -352,9 +372,13 @@ class StreamTrigger:
         free = self._free_slots()
         if free <= 0:
             return
-        res = self._redis.xautoclaim(
-            self.stream, self.group, self.consumer, int(self.reclaim_idle_s * 1000),
-            start_id="0-0", count=free,
+        res: Any = self._redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            int(self.reclaim_idle_s * 1000),
+            start_id="0-0",
+            count=free,
         )
         # Redis 7 lists trimmed entries separately; 6.2 returns them with no fields.
         claimed = res[1]

@@ -53,8 +53,9 @@ class Child:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it from here
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     @property
@@ -63,8 +64,12 @@ class Child:
 
 
 class Platform:
-    def __init__(self, settings: Settings, function_dirs: list[Path] | None = None,
-                 say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        function_dirs: list[Path] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.function_dirs = function_dirs or settings.function_dirs or default_function_dirs()
@@ -82,13 +87,19 @@ class Platform:
         redis_url = self.settings.redis_url or self._start_redis()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
         env = self._child_env(redis_url, s3_endpoint)
-        settings = Settings(**{**self.settings.model_dump(), "redis_url": redis_url,
-                               "s3_endpoint": s3_endpoint})
+        settings = Settings(
+            **{**self.settings.model_dump(), "redis_url": redis_url, "s3_endpoint": s3_endpoint}
+        )
         ArtifactStore.from_settings(settings).ensure_bucket()
         JobHistory(settings.sqlalchemy_url).close()  # migrate once, before anyone writes
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
-        self.urls.update({"redis": redis_url, "s3": s3_endpoint,
-                          "database": _hide_password(settings.sqlalchemy_url)})
+        self.urls.update(
+            {
+                "redis": redis_url,
+                "s3": s3_endpoint,
+                "database": _hide_password(settings.sqlalchemy_url),
+            }
+        )
         self._plan_functions(env)
         self._plan_gateway(env)
         for child in self.children:
@@ -103,8 +114,11 @@ class Platform:
         return url
 
     def _start_s3(self) -> str:
-        self._s3_server = EmbeddedS3(self.data_dir / "s3", access_key=self.settings.s3_access_key,
-                                     secret_key=self.settings.s3_secret_key)
+        self._s3_server = EmbeddedS3(
+            self.data_dir / "s3",
+            access_key=self.settings.s3_access_key,
+            secret_key=self.settings.s3_secret_key,
+        )
         endpoint = self._s3_server.start()
         self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
         return endpoint
@@ -113,13 +127,15 @@ class Platform:
         env = dict(os.environ)
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        env.update({
-            "MYSPINBOT_REDIS_URL": redis_url,
-            "MYSPINBOT_S3_ENDPOINT": s3_endpoint,
-            "MYSPINBOT_DATABASE_URL": self.settings.sqlalchemy_url,
-            "MYSPINBOT_DATA_DIR": str(self.data_dir),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "MYSPINBOT_REDIS_URL": redis_url,
+                "MYSPINBOT_S3_ENDPOINT": s3_endpoint,
+                "MYSPINBOT_DATABASE_URL": self.settings.sqlalchemy_url,
+                "MYSPINBOT_DATA_DIR": str(self.data_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     def _plan_functions(self, env: dict[str, str]) -> None:
@@ -131,26 +147,55 @@ class Platform:
                 self.urls["status"] = env["MYSPINBOT_STATUS_URL"]
             for replica in range(max(config.spec.min_replicas, 1)):
                 metrics_port = free_port()
-                argv = [sys.executable, "-m", "myspinbot", "function", "run", str(Path(fdir).resolve()),
-                        "--replica", str(replica)]
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "myspinbot",
+                    "function",
+                    "run",
+                    str(Path(fdir).resolve()),
+                    "--replica",
+                    str(replica),
+                ]
                 if http_port:
                     argv += ["--http-port", str(http_port)]
                 name = f"{config.name}-{replica}"
-                self.children.append(Child(
-                    name=name, argv=argv,
-                    env={**env, "MYSPINBOT_METRICS_PORT": str(metrics_port)},
-                    log_path=self.data_dir / "logs" / f"{name}.log",
-                    info={"function": config.name, "replica": replica, "metricsPort": metrics_port,
-                          "httpPort": http_port},
-                ))
+                self.children.append(
+                    Child(
+                        name=name,
+                        argv=argv,
+                        env={**env, "MYSPINBOT_METRICS_PORT": str(metrics_port)},
+                        log_path=self.data_dir / "logs" / f"{name}.log",
+                        info={
+                            "function": config.name,
+                            "replica": replica,
+                            "metricsPort": metrics_port,
+                            "httpPort": http_port,
+                        },
+                    )
+                )
 
     def _plan_gateway(self, env: dict[str, str]) -> None:
         port = self.settings.port
-        argv = [sys.executable, "-m", "myspinbot", "gateway", "--host", self.settings.host,
-                "--port", str(port)]
-        self.children.append(Child(name="gateway", argv=argv, env=env,
-                                   log_path=self.data_dir / "logs" / "gateway.log",
-                                   info={"port": port}))
+        argv = [
+            sys.executable,
+            "-m",
+            "myspinbot",
+            "gateway",
+            "--host",
+            self.settings.host,
+            "--port",
+            str(port),
+        ]
+        self.children.append(
+            Child(
+                name="gateway",
+                argv=argv,
+                env=env,
+                log_path=self.data_dir / "logs" / "gateway.log",
+                info={"port": port},
+            )
+        )
         self.urls["gateway"] = f"http://{self.settings.host}:{port}"
 
     def _wait_ready(self, timeout_s: float = 120.0) -> None:
@@ -167,8 +212,10 @@ class Platform:
             except (httpx.HTTPError, ValueError) as exc:
                 last = str(exc)
             time.sleep(0.3)
-        raise RuntimeError(f"the platform did not become healthy in {timeout_s:.0f} s: {last}; "
-                           f"see the logs in {self.data_dir / 'logs'}")
+        raise RuntimeError(
+            f"the platform did not become healthy in {timeout_s:.0f} s: {last}; "
+            f"see the logs in {self.data_dir / 'logs'}"
+        )
 
     # --- run ------------------------------------------------------------------------------------
     def poll(self) -> None:
@@ -183,8 +230,10 @@ class Platform:
             if child.next_start == 0.0:
                 delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
                 child.next_start = now + delay
-                self.say(f"  {child.name} exited with {child.proc.returncode}; "
-                         f"restarting in {delay:g} s (log: {child.log_path})")
+                self.say(
+                    f"  {child.name} exited with {child.proc.returncode}; "
+                    f"restarting in {delay:g} s (log: {child.log_path})"
+                )
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
@@ -196,8 +245,10 @@ class Platform:
     def write_state(self) -> None:
         state = {
             "urls": self.urls,
-            "children": [{"name": c.name, "pid": c.pid, "restarts": c.restarts, **c.info}
-                         for c in self.children],
+            "children": [
+                {"name": c.name, "pid": c.pid, "restarts": c.restarts, **c.info}
+                for c in self.children
+            ],
             "supervisorPid": os.getpid(),
         }
         path = self.data_dir / "run" / "platform.json"

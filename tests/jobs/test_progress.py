@@ -4,9 +4,15 @@ from myspinbot.jobs.progress import PlanError, Step, StepPlan
 
 
 def plan() -> StepPlan:
-    return StepPlan([Step("script", 5), Step("speech", 10, after=("script",)),
-                     Step("stage", 25, after=("script",)),
-                     Step("animate", 50, after=("speech", "stage")), Step("finish", 10, after=("animate",))])
+    return StepPlan(
+        [
+            Step("script", 5),
+            Step("speech", 10, after=("script",)),
+            Step("stage", 25, after=("script",)),
+            Step("animate", 50, after=("speech", "stage")),
+            Step("finish", 10, after=("animate",)),
+        ]
+    )
 
 
 def test_weighted_progress_follows_the_steps() -> None:
@@ -30,11 +36,14 @@ def test_steps_are_ordered_topologically() -> None:
     assert p.names() == ["a", "b"]
 
 
-@pytest.mark.parametrize("steps, message", [
-    ([Step("a", after=("b",)), Step("b", after=("a",))], "cycle"),
-    ([Step("a", after=("zzz",))], "unknown step"),
-    ([Step("a"), Step("a")], "unique"),
-])
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([Step("a", after=("b",)), Step("b", after=("a",))], "cycle"),
+        ([Step("a", after=("zzz",))], "unknown step"),
+        ([Step("a"), Step("a")], "unique"),
+    ],
+)
 def test_bad_plans_are_refused(steps: list[Step], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         StepPlan(steps)

@@ -67,18 +67,26 @@ def test_history_gets_state_changes_and_milestones(r: redis.Redis, relay: Relay)
 def test_finished_jobs_ignore_later_events(r: redis.Redis, relay: Relay) -> None:
     job = Job(type="generate")
     relay.apply(run_job(r, job))
-    late = [publish(r, events.state(job.id, JobState.failed, error="too late")),
-            publish(r, events.progress(job.id, 50, step="x", message=None, eta_seconds=None))]
+    late = [
+        publish(r, events.state(job.id, JobState.failed, error="too late")),
+        publish(r, events.progress(job.id, 50, step="x", message=None, eta_seconds=None)),
+    ]
     assert [o.status for o in relay.apply(late)] == ["stale", "stale"]
     assert r.hget(keys.job(job.id), "state") == "completed"
 
 
-def test_retry_may_move_back_to_queued_only_with_a_new_attempt(r: redis.Redis, relay: Relay) -> None:
+def test_retry_may_move_back_to_queued_only_with_a_new_attempt(
+    r: redis.Redis, relay: Relay
+) -> None:
     job = Job(type="generate")
-    relay.apply([publish(r, events.created(job)), publish(r, events.state(job.id, JobState.running))])
+    relay.apply(
+        [publish(r, events.created(job)), publish(r, events.state(job.id, JobState.running))]
+    )
     stale = relay.apply([publish(r, events.state(job.id, JobState.queued, attempt=1))])
     assert stale[0].status == "stale"
-    ok = relay.apply([publish(r, events.state(job.id, JobState.queued, attempt=2, message="retry"))])
+    ok = relay.apply(
+        [publish(r, events.state(job.id, JobState.queued, attempt=2, message="retry"))]
+    )
     assert ok[0].status == "applied" and r.hget(keys.job(job.id), "attempt") == "2"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -35,17 +36,39 @@ class Harness:
         self.r = r
         self.triggers: list[StreamTrigger] = []
 
-    def trigger(self, handler: Callable[[Any, Any], Any], consumer: str = "c-0",
-                workers: int = 1, **attrs: Any) -> StreamTrigger:
-        cfg = Trigger.model_validate({
-            "kind": "redis-stream", "numWorkers": workers,
-            "attributes": {"stream": "jobs.test", "consumerGroup": "g", "maxDeliveries": 3,
-                           "backoffBaseSeconds": 0.1, "backoffMaxSeconds": 0.5, **attrs},
-        })
+    def trigger(
+        self,
+        handler: Callable[[Any, Any], Any],
+        consumer: str = "c-0",
+        workers: int = 1,
+        **attrs: Any,
+    ) -> StreamTrigger:
+        cfg = Trigger.model_validate(
+            {
+                "kind": "redis-stream",
+                "numWorkers": workers,
+                "attributes": {
+                    "stream": "jobs.test",
+                    "consumerGroup": "g",
+                    "maxDeliveries": 3,
+                    "backoffBaseSeconds": 0.1,
+                    "backoffMaxSeconds": 0.5,
+                    **attrs,
+                },
+            }
+        )
         contexts = [nuclio_sdk.Context(LOGGER) for _ in range(workers)]
-        t = StreamTrigger(function="test", name="jobs", trigger=cfg, handler=handler,
-                          contexts=contexts, client=self.r, consumer=consumer,
-                          default_reclaim_idle_s=1.0, logger=LOGGER)
+        t = StreamTrigger(
+            function="test",
+            name="jobs",
+            trigger=cfg,
+            handler=handler,
+            contexts=contexts,
+            client=self.r,
+            consumer=consumer,
+            default_reclaim_idle_s=1.0,
+            logger=LOGGER,
+        )
         t.start()
         self.triggers.append(t)
         return t
@@ -89,7 +112,7 @@ def test_failures_retry_with_backoff_then_dead_letter(h: Harness, r: redis.Redis
     dead = keys.dead_letter(keys.stream("jobs.test"))
     wait_for(lambda: r.xlen(dead) == 1, what="dead letter")
     assert len(calls) == 3  # maxDeliveries
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[1] > gaps[0] * 1.2  # exponential, allowing for jitter
     entry = r.xrange(dead)[0][1]
     assert "always broken" in entry["error"] and entry["attempt"] == "3"
@@ -125,14 +148,19 @@ def test_long_handler_keeps_its_message(h: Harness, r: redis.Redis) -> None:
     assert len(runs) == 1
 
 
-def test_restarted_consumer_takes_back_its_pending_and_counts_it(h: Harness, r: redis.Redis) -> None:
+def test_restarted_consumer_takes_back_its_pending_and_counts_it(
+    h: Harness, r: redis.Redis
+) -> None:
     stream = keys.stream("jobs.test")
     r.xgroup_create(stream, "g", id="0", mkstream=True)
     h.send()
     r.xreadgroup("g", "c-0", {stream: ">"}, count=1)  # c-0 dies holding it
     attempts: list[str] = []
-    h.trigger(lambda ctx, ev: attempts.append(ev.headers["X-Myspinbot-Attempt"]), consumer="c-0",
-              reclaimIdleSeconds=60)
+    h.trigger(
+        lambda ctx, ev: attempts.append(ev.headers["X-Myspinbot-Attempt"]),
+        consumer="c-0",
+        reclaimIdleSeconds=60,
+    )
     wait_for(lambda: attempts, what="recovered run")
     assert attempts == ["2"]
 

@@ -19,17 +19,23 @@ from myspinbot.jobs.progress import Step
 
 def init_context(context: Any) -> None:
     setup(context)
-    context.user_data.capabilities = {"generate": {"available": True, "modes": ["direct"]},
-                                      "train": {"available": True}}
+    context.user_data.capabilities = {
+        "generate": {"available": True, "modes": ["direct"]},
+        "train": {"available": True},
+    }
 
 
 def _record(run: JobRun, what: str) -> None:
     run.redis.rpush(f"test:runs:{run.job.id}", f"{what} {os.getpid()} {run.attempt} {time.time()}")
 
 
-@job_handler(steps=[Step("warmup", 1, title="Warming up"),
-                    Step("work", 8, after=("warmup",), title="Working"),
-                    Step("finish", 1, after=("work",), title="Finishing")])
+@job_handler(
+    steps=[
+        Step("warmup", 1, title="Warming up"),
+        Step("work", 8, after=("warmup",), title="Working"),
+        Step("finish", 1, after=("work",), title="Finishing"),
+    ]
+)
 def handler(run: JobRun) -> dict[str, Any]:
     spec = (run.params.get("options") or {}).get("test") or {}
     _record(run, "start")
