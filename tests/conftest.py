@@ -13,6 +13,15 @@ import redis
 import sqlalchemy as sa
 
 from myspinbot.redisserver import EmbeddedRedis
+from tests.support import RunningPlatform
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """`myspinbot up` with status, ws-relay and the scripted test job function."""
+    p = RunningPlatform(tmp_path_factory.mktemp("platform")).start()
+    yield p
+    assert p.stop() == 0, "myspinbot up did not exit cleanly"
 
 
 @pytest.fixture(scope="session")

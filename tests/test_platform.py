@@ -7,22 +7,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 from websockets.sync.client import connect
 
 from myspinbot import keys
 from tests.support import RunningPlatform, wait_for
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
-    p = RunningPlatform(tmp_path_factory.mktemp("platform")).start()
-    yield p
-    assert p.stop() == 0, "myspinbot up did not exit cleanly"
 
 
 def ws_url(p: RunningPlatform, query: str = "") -> str:

@@ -242,15 +242,16 @@ def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
         **({"state": state} if state else {}),
     }
     page = _api(url, "GET", "/api/jobs", params=params)
-    table = Table("id", "type", "state", "progress", "step", "message")
+    table = Table("type", "state", "progress", "step", "message")
+    table.add_column("id", no_wrap=True, min_width=32)  # copied into `status ID`; never cut
     for j in page["jobs"]:
         table.add_row(
-            j["jobId"],
             j["type"],
             j["state"],
             f"{j['progress']:.0f}%",
             j.get("step") or "",
             (j.get("error") or j.get("message") or "")[:60],
+            j["jobId"],
         )
     console.print(table)
     console.print(f"{len(page['jobs'])} of {page['total']} jobs")
