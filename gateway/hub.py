@@ -60,7 +60,7 @@ def to_message(ev: dict[str, Any]) -> dict[str, Any]:
         "etaSeconds": ev.get("etaSeconds"),
         "ts": ev.get("ts"),
     }
-    for extra in ("error", "result"):
+    for extra in ("error", "result", "metrics"):
         if ev.get(extra) is not None:
             msg[extra] = ev[extra]
     return msg

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from myspinbot.db.schema import job_events, jobs, metadata, profiles, schema_migrations
 
@@ -36,8 +36,14 @@ def _create_tables(conn: Connection) -> None:
     metadata.create_all(conn, tables=[jobs, job_events, profiles])
 
 
+def _add_event_metrics(conn: Connection) -> None:
+    if "metrics" not in {c["name"] for c in inspect(conn).get_columns("job_events")}:
+        conn.execute(text("ALTER TABLE job_events ADD COLUMN metrics TEXT"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, job_events and profiles", _create_tables),
+    Migration(2, "job_events.metrics", _add_event_metrics),
 ]
 
 

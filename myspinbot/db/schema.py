@@ -83,6 +83,7 @@ job_events = Table(
     Column("eta_seconds", Double),
     Column("error", Text),
     Column("result", JSONText),
+    Column("metrics", JSONText),
     Column("ts", Double, nullable=False),
     # Re-delivered events (the writer is at-least-once) are dropped against this.
     UniqueConstraint("job_id", "event_id", name="uq_job_events_job_id_event_id"),

@@ -115,7 +115,7 @@ redis.call("HSET", job_key, unpack(set))
 local out = {
   jobId = ev.jobId, eventId = src, kind = kind, state = state, progress = progress,
   step = ev.step, message = ev.message, etaSeconds = ev.etaSeconds, error = ev.error,
-  result = ev.result, ts = ts,
+  result = ev.result, metrics = ev.metrics, ts = ts,
 }
 if rank[state] == 2 then out.etaSeconds = 0 end
 local payload = cjson.encode(out)

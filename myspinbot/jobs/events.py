@@ -62,10 +62,12 @@ def progress(
     step: str | None,
     message: str | None,
     eta_seconds: float | None,
+    metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return _drop_none(
         {
             "kind": EventKind.progress.value,
+            "metrics": metrics,
             "jobId": job_id,
             "progress": round(percent, 3),
             "step": step,

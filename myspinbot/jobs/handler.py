@@ -65,11 +65,20 @@ class JobRun:
     def cancel_requested(self) -> bool:
         return bool(self.redis.exists(keys.job_cancel(self.job.id)))
 
-    def progress(self, step: str, fraction: float = 0.0, message: str | None = None) -> None:
+    def progress(
+        self,
+        step: str,
+        fraction: float = 0.0,
+        message: str | None = None,
+        *,
+        eta_seconds: float | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
         """Report progress within `step`; raises JobCancelled if the job was cancelled.
 
         Every report is a cancellation point, so a handler that reports often
-        stops promptly when asked to.
+        stops promptly when asked to. `eta_seconds` overrides the plan's linear
+        estimate when the step knows better (a trainer knows its it/s).
         """
         percent = self.plan.update(step, fraction)
         now = time.monotonic()
@@ -88,7 +97,8 @@ class JobRun:
                 percent,
                 step=step,
                 message=message or self.plan.title(step),
-                eta_seconds=self.plan.eta_seconds(),
+                eta_seconds=eta_seconds if eta_seconds is not None else self.plan.eta_seconds(),
+                metrics=metrics,
             )
         )
 

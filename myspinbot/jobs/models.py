@@ -109,4 +109,6 @@ class JobEvent(BaseModel):
     eta_seconds: float | None = Field(None, alias="etaSeconds")
     error: str | None = None
     result: dict[str, Any] | None = None
+    # Numbers a step wants to show (training: step, totalSteps, loss, itPerS).
+    metrics: dict[str, Any] | None = None
     ts: float = Field(default_factory=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -249,3 +250,46 @@ def test_profiles_save_get_list(history: JobHistory) -> None:
 
 def test_ping(history: JobHistory) -> None:
     history.ping()
+
+
+def test_old_databases_gain_the_event_metrics_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a database as migration 1 left it, before `metrics`
+        conn.execute(
+            sa.text(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at FLOAT)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO schema_migrations VALUES (1, 0)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE jobs (id TEXT PRIMARY KEY, type TEXT, state TEXT, "
+                "progress FLOAT, step TEXT, message TEXT, eta_seconds FLOAT, "
+                "attempt INTEGER, params TEXT, result TEXT, error TEXT, "
+                "created_at FLOAT, started_at FLOAT, finished_at FLOAT, "
+                "updated_at FLOAT)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE job_events (seq INTEGER PRIMARY KEY, job_id TEXT, "
+                "event_id TEXT, kind TEXT, state TEXT, progress FLOAT, step TEXT, "
+                "message TEXT, eta_seconds FLOAT, error TEXT, result TEXT, ts FLOAT, "
+                "UNIQUE (job_id, event_id))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE profiles (id TEXT PRIMARY KEY, name TEXT, "
+                "created_at FLOAT, job_id TEXT, base_model TEXT, trigger_token TEXT, "
+                "artifacts TEXT, metadata TEXT)"
+            )
+        )
+    engine.dispose()
+    history = JobHistory(url)
+    job = make_job(1.0)
+    event = make_event(job, "1-0", 1.0).model_copy(update={"metrics": {"loss": 0.5}})
+    history.record([job], [event])
+    assert history.job_events(job.id)[0].metrics == {"loss": 0.5}
+    assert applied_versions(url) == [1, 2]

@@ -98,3 +98,29 @@ def test_job_counters_and_durations(r: redis.Redis, relay: Relay) -> None:
     assert counters["generate|running"] == "3"
     assert counters["generate|completed"] == "3"
     assert r.hget(keys.METRICS_DURATION, "generate|completed|+Inf") == "3"
+
+
+def test_progress_metrics_reach_clients_and_history(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="train")
+    numbers = {"step": 40, "totalSteps": 500, "loss": 0.125, "itPerS": 3.5}
+    relay.apply(
+        [
+            publish(r, events.created(job)),
+            publish(r, events.state(job.id, JobState.running)),
+            publish(
+                r,
+                events.progress(
+                    job.id,
+                    12,
+                    step="train",
+                    message="Step 40/500",
+                    eta_seconds=131,
+                    metrics=numbers,
+                ),
+            ),
+        ]
+    )
+    payload = json.loads(r.xrange(keys.job_events(job.id))[-1][1]["data"])
+    assert payload["metrics"] == numbers and payload["etaSeconds"] == 131
+    stored = relay._history.job_events(job.id)[-1]
+    assert stored.metrics == numbers
