@@ -6,27 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from myspinbot.training.options import TrainOptions
+
+__all__ = ["Accepted", "GenerateRequest", "TrainOptions"]
+
 MAX_NARRATION_CHARS = 5000
 MAX_PROMPT_CHARS = 2000
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
-
-
-class TrainOptions(_Strict):
-    """Training knobs; everything has a default (the DreamBooth-LoRA ones)."""
-
-    steps: int = Field(500, ge=1, le=20_000, description="Optimizer steps.")
-    rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
-    alpha: float | None = Field(None, gt=0, le=1024, description="LoRA alpha (default: rank).")
-    learning_rate: float = Field(1e-4, gt=0, le=1.0, alias="learningRate")
-    batch_size: int = Field(1, ge=1, le=64, alias="batchSize")
-    resolution: int | None = Field(None, ge=64, le=2048, description="Default: the model's own.")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    trigger_token: str | None = Field(None, min_length=1, max_length=40, alias="triggerToken")
-    checkpoint_every: int | None = Field(None, ge=1, alias="checkpointEvery")
-    gradient_checkpointing: bool = Field(False, alias="gradientCheckpointing")
 
 
 class GenerateRequest(_Strict):

@@ -67,3 +67,8 @@ def function_alive(function: str, replica: str) -> str:
 # Platform-wide job metrics, maintained by ws-relay, exported by the gateway.
 METRICS_JOBS = f"{PREFIX}metrics:jobs"
 METRICS_DURATION = f"{PREFIX}metrics:job_duration"
+
+
+def device_lock(host: str, device: str) -> str:
+    """Held while a training runs on a GPU: one training per device protects its memory."""
+    return f"{PREFIX}lock:device:{host}:{device}"

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished jobs stay in Redis.")
     idempotency_ttl_s: int = 24 * 3600
 
+    # --- Models -----------------------------------------------------------------------
+    base_model: str | None = Field(
+        None,
+        description="Diffusers base model: a local directory, a hub id, or a built-in preset "
+        "(`tiny`, `sd15-arch`: random weights). Unset: `tiny`, which renders noise, not people.",
+    )
+    device: str | None = Field(
+        None, description="Torch device for models; default: cuda if present."
+    )
+
     # --- Processes --------------------------------------------------------------------
     metrics_port: int | None = Field(
         None, description="Port for this function replica's Prometheus endpoint."
@@ -74,6 +84,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'myspinbot.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
     @property
     def max_upload_bytes(self) -> int:
