@@ -100,6 +100,7 @@ def _add_platform_routes(app: FastAPI) -> None:
                 else {"status": "down", "error": str(res) or type(res).__name__}
             )
         functions: dict[str, Any] = {}
+        notices: list[str] = []  # e.g. "train: no real base model is configured ..."
         if components["redis"]["status"] == "ok":
             for name, f in (await s.functions()).items():
                 functions[name] = {
@@ -107,6 +108,9 @@ def _add_platform_routes(app: FastAPI) -> None:
                     "replicas": f["replicas"],
                     **({"error": "no live replica"} if not f["replicas"] else {}),
                 }
+                notices += [
+                    f"{c}: {v['note']}" for c, v in f["capabilities"].items() if v.get("note")
+                ]
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]
@@ -116,6 +120,8 @@ def _add_platform_routes(app: FastAPI) -> None:
         }
         if failing:
             body["failing"] = failing
+        if notices:
+            body["notices"] = sorted(set(notices))
         return JSONResponse(body, status_code=503 if failing else 200)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -73,6 +73,13 @@ def up(
             f"\n[bold green]Ready.[/]  {gw}/  ·  API docs {gw}/docs  ·  "
             f"health {gw}/health  ·  metrics {gw}/metrics"
         )
+        if settings.base_model in (None, "tiny", "sd15-arch"):
+            console.print(
+                f"[yellow]Note:[/] no real base model is configured, so training uses the "
+                f"built-in `{settings.base_model or 'tiny'}` model with random weights: it "
+                "renders noise, not people. Set MYSPINBOT_BASE_MODEL to a Stable Diffusion 1.5 "
+                "directory (or hub id) for real results."
+            )
         console.print("Press Ctrl-C to stop.")
         platform.serve_forever()
     except RuntimeError as exc:

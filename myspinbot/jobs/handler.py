@@ -55,6 +55,7 @@ class JobRun:
     plan: StepPlan
     redis: redis.Redis
     logger: Any = None
+    context: Any = None  # the worker's nuclio Context: what init_context put in user_data
     _last_report: float = field(default=0.0)
     _last_step: str | None = field(default=None)
 
@@ -133,6 +134,7 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
                 plan=StepPlan(list(steps)),
                 redis=context.user_data.redis,
                 logger=context.logger,
+                context=context,
             )
             return _run_job(run, fn, context)
 
