@@ -84,6 +84,10 @@ def _add_platform_routes(app: FastAPI) -> None:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
+    @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.get("/health", summary="Health of the gateway and everything it depends on")
     async def health(request: Request) -> JSONResponse:
         s: Services = request.app.state.services

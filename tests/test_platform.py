@@ -167,6 +167,7 @@ def test_jobs_are_listed_newest_first(platform: RunningPlatform) -> None:
 
 
 def test_health_and_capabilities_tell_the_truth(platform: RunningPlatform) -> None:
+    assert platform.get("/livez").json() == {"status": "ok"}
     health = platform.get("/health").json()
     assert health["status"] == "ok"
     for c in ("gateway", "redis", "database", "s3"):
