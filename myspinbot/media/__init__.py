@@ -1,0 +1,1 @@
+"""Audio/video helpers shared by the pipeline steps."""
