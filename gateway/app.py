@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,8 +15,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import errors, routes
 from gateway.hub import EVENT_ID
+from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
-from myspinbot import __version__, metrics
+from myspinbot import __version__
 from myspinbot.settings import Settings, get_settings
 
 log = logging.getLogger("gateway")
@@ -55,28 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Whole-request cap: every photo at the per-file limit plus room for the form.
     max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body:
-            response: Response = JSONResponse(
-                {
-                    "error": f"Request is {int(length) / 1e6:.0f} MB; the limit is "
-                    f"{max_body / 1e6:.0f} MB"
-                },
-                status_code=413,
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(path, request.method).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
 
 
 def _add_platform_routes(app: FastAPI) -> None:

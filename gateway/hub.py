@@ -18,6 +18,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -83,30 +85,62 @@ def snapshot_message(job: Job, event_id: str | None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A message serialised once, however many clients it goes to."""
+
+    text: str
+    event_id: tuple[int, int] | None = None
+    ts: float | None = None  # when the handler reported it (for the latency metric)
+
+    @classmethod
+    def of(cls, msg: dict[str, Any], live: bool = False) -> Outgoing:
+        eid = id_tuple(msg["eventId"]) if msg.get("eventId") else None
+        return cls(json.dumps(msg), eid, float(msg["ts"]) if live and msg.get("ts") else None)
+
+
 class Client:
     def __init__(self, ws: WebSocket, queue_size: int) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(queue_size)
         self.last_sent: dict[str, tuple[int, int]] = {}
-        self.held: dict[str, list[dict[str, Any]]] = {}  # job -> live events during catch-up
+        self.held: dict[str, list[Outgoing]] = {}  # job -> live events during catch-up
         self.dropped = False
 
-    def offer(self, msg: dict[str, Any]) -> bool:
+    def offer(self, msg: dict[str, Any] | Outgoing) -> bool:
+        out = msg if isinstance(msg, Outgoing) else Outgoing.of(msg)
         try:
-            self.queue.put_nowait(msg)
+            self.queue.put_nowait(out)
             return True
         except asyncio.QueueFull:
             return False
 
     async def sender(self) -> None:
         while True:
-            msg = await self.queue.get()
-            if msg is None:
+            out = await self.queue.get()
+            if out is None:
                 return
-            await self.ws.send_text(json.dumps(msg))
+            await self.ws.send_text(out.text)
             metrics.WS_EVENTS_SENT.inc()
-            if msg.get("ts") and not msg.get("snapshot"):
-                metrics.EVENT_LATENCY.observe(max(time.time() - float(msg["ts"]), 0.0))
+            if out.ts is not None:
+                metrics.EVENT_LATENCY.observe(max(time.time() - out.ts, 0.0))
+
+
+class Waiter:
+    """Resolved when ws-relay has applied a job's first event (see `Hub.expect`)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
 
 
 class Hub:
@@ -116,6 +150,7 @@ class Hub:
         self._subs: dict[str, set[Client]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._waiters: dict[str, Waiter] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_fanout(), name="hub-fanout")
@@ -125,6 +160,15 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @contextlib.contextmanager
+    def expect(self, job_id: str) -> Iterator[Waiter]:
+        """Wait for a job's events to show up on the fanout, without a Redis call of its own."""
+        waiter = self._waiters[job_id] = Waiter()
+        try:
+            yield waiter
+        finally:
+            self._waiters.pop(job_id, None)
 
     # --- fanout ---------------------------------------------------------------------------
     async def _read_fanout(self) -> None:
@@ -151,23 +195,25 @@ class Hub:
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, job_id: str, data: str) -> None:
+        waiter = self._waiters.get(job_id)
+        if waiter is not None:
+            waiter.set()
         clients = self._subs.get(job_id)
         if not clients:
             return
-        ev = json.loads(data)
-        msg = to_message(ev)
+        out = Outgoing.of(to_message(json.loads(data)), live=True)
         for c in list(clients):
             if job_id in c.held:
-                c.held[job_id].append(msg)
+                c.held[job_id].append(out)
             else:
-                self._deliver(c, job_id, msg)
+                self._deliver(c, job_id, out)
 
-    def _deliver(self, c: Client, job_id: str, msg: dict[str, Any]) -> None:
-        eid = id_tuple(msg["eventId"])
-        if eid <= c.last_sent.get(job_id, (0, 0)):
+    def _deliver(self, c: Client, job_id: str, out: Outgoing) -> None:
+        assert out.event_id is not None
+        if out.event_id <= c.last_sent.get(job_id, (0, 0)):
             return
-        c.last_sent[job_id] = eid
-        if not c.offer(msg) and not c.dropped:
+        c.last_sent[job_id] = out.event_id
+        if not c.offer(out) and not c.dropped:
             # Too slow to keep up: close it rather than let its backlog grow.
             c.dropped = True
             metrics.WS_CLIENTS_DROPPED.inc()
@@ -196,8 +242,8 @@ class Hub:
         try:
             await self._catch_up(c, job_id, last_event_id)
         finally:
-            for msg in c.held.pop(job_id, []):
-                self._deliver(c, job_id, msg)
+            for out in c.held.pop(job_id, []):
+                self._deliver(c, job_id, out)
 
     async def _catch_up(self, c: Client, job_id: str, last_event_id: str | None) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -235,7 +281,7 @@ class Hub:
             keys.job_events(job_id), min=f"({last_event_id}", max="+"
         )
         for _eid, fields in missed:
-            self._deliver(c, job_id, to_message(json.loads(fields["data"])))
+            self._deliver(c, job_id, Outgoing.of(to_message(json.loads(fields["data"]))))
 
     def unsubscribe(self, c: Client, job_id: str) -> None:
         subs = self._subs.get(job_id)

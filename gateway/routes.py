@@ -19,6 +19,9 @@ from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobType, new_job_id
 
 router = APIRouter(prefix="/api")
+# How long a submit waits for ws-relay to record the job before answering 202 anyway
+# (the job is safely queued either way; this only makes an immediate status query find it).
+APPLY_WAIT_S = 2.0
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -39,7 +42,10 @@ def accepted(job_id: str) -> JSONResponse:
 
 
 async def _queue(s: Services, job_type: JobType, job_id: str, params: dict[str, Any]) -> None:
-    await submit.enqueue(s.redis, Job(id=job_id, type=job_type, params=params))
+    # Registered before the enqueue so the applied `created` event cannot slip past.
+    with s.hub.expect(job_id) as applied:
+        await submit.enqueue(s.redis, Job(id=job_id, type=job_type, params=params))
+        await applied.wait(APPLY_WAIT_S)
 
 
 @router.post(

@@ -22,6 +22,7 @@ from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 
 STATUS_RETRIES = 2
+REDIS_POOL_SIZE = 200
 
 
 @dataclass
@@ -37,7 +38,11 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
-        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        # Under load, requests wait for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, decode_responses=True, max_connections=REDIS_POOL_SIZE, timeout=10
+        )
+        client = aioredis.Redis(connection_pool=pool)
         status_url = settings.status_url or "http://127.0.0.1:8081"
         registry = CollectorRegistry()
         streams = [(keys.job_stream(t), t) for t in keys.JOB_TYPES] + [(keys.EVENTS, "ws-relay")]

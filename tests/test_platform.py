@@ -261,3 +261,21 @@ def test_platform_restarts_a_killed_function(platform: RunningPlatform) -> None:
     )
     job_id = platform.submit()
     assert platform.wait_state(job_id, {"completed"})["state"] == "completed"
+
+
+def test_many_concurrent_submits_are_all_accepted(platform: RunningPlatform) -> None:
+    # More in-flight requests than a default Redis connection pool holds (it used to 500).
+    import asyncio
+
+    import httpx
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=platform.url, timeout=60, limits=limits) as client:
+            body = {"mode": "direct", "narration": "x", "options": {"test": {"steps": 1}}}
+            replies = await asyncio.gather(
+                *(client.post("/api/generate", json=body) for _ in range(200))
+            )
+        return [r.status_code for r in replies]
+
+    assert set(asyncio.run(burst())) == {202}

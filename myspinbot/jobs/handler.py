@@ -89,19 +89,23 @@ class JobRun:
             and now - self._last_report < MIN_REPORT_INTERVAL_S
         ):
             return
-        if self.cancel_requested():
-            raise JobCancelled(f"cancelled during {step}")
         self._last_report, self._last_step = now, step
-        self._emit(
-            events.progress(
-                self.job.id,
-                percent,
-                step=step,
-                message=message or self.plan.title(step),
-                eta_seconds=eta_seconds if eta_seconds is not None else self.plan.eta_seconds(),
-                metrics=metrics,
-            )
+        event = events.progress(
+            self.job.id,
+            percent,
+            step=step,
+            message=message or self.plan.title(step),
+            eta_seconds=eta_seconds if eta_seconds is not None else self.plan.eta_seconds(),
+            metrics=metrics,
         )
+        # One round trip: the report goes out and the cancel flag comes back.
+        stream, fields = events.xadd_args(event)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(keys.job_cancel(self.job.id))
+        pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
+        cancelled, _ = pipe.execute()
+        if cancelled:
+            raise JobCancelled(f"cancelled during {step}")
 
     def _emit(self, event: dict[str, Any]) -> None:
         stream, fields = events.xadd_args(event)
@@ -143,19 +147,18 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
     return wrap
 
 
-def _live_state(run: JobRun) -> JobState | None:
-    raw = run.redis.hget(keys.job(run.job.id), "state")
-    return JobState(str(raw)) if raw else None
-
-
 def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
     job_id = run.job.id
-    live = _live_state(run)
+    pipe = run.redis.pipeline(transaction=False)
+    pipe.hget(keys.job(job_id), "state")
+    pipe.exists(keys.job_cancel(job_id))
+    raw_state, cancel_requested = pipe.execute()
+    live = JobState(str(raw_state)) if raw_state else None
     if live is not None and live.terminal:
         # A redelivery of a job that already ended (the ack was lost): nothing to do.
         context.logger.info_with("Skipping finished job", job_id=job_id, state=live.value)
         return {"jobId": job_id, "skipped": live.value}
-    if run.cancel_requested():
+    if cancel_requested:
         run._emit(
             events.state(
                 job_id,

@@ -2,8 +2,9 @@
 
 Accepting a job appends two entries in one Redis transaction: a `created` event
 for ws-relay and the job itself on its type's stream. Nothing else is written,
-so state keeps a single writer; the call then waits briefly for ws-relay to
-apply the event, so a status query right after the 202 finds the job.
+so state keeps a single writer. (The gateway then waits briefly until ws-relay
+has applied the event, through its WebSocket hub, so that a status query right
+after the 202 finds the job.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from myspinbot import keys
 from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
 from myspinbot.runtime.stream_trigger import JOB_STREAM_MAXLEN
-
-APPLY_WAIT_MS = 2000
 
 
 @dataclass
@@ -47,22 +46,14 @@ async def release(client: aioredis.Redis, idempotency_key: str | None, job_id: s
             await client.delete(key)
 
 
-async def enqueue(client: aioredis.Redis, job: Job, wait_ms: int = APPLY_WAIT_MS) -> None:
+async def enqueue(client: aioredis.Redis, job: Job) -> None:
     stream, fields = events.xadd_args(events.created(job))
     body = job.model_dump_json(include={"id", "type", "params", "created_at"})
+    message: dict[Any, Any] = {"body": body, "attempt": "1"}
     pipe = client.pipeline(transaction=True)
     pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
-    message: dict[Any, Any] = {"body": body, "attempt": "1"}
-    pipe.xadd(
-        keys.job_stream(job.type),
-        message,
-        maxlen=JOB_STREAM_MAXLEN,
-        approximate=True,
-    )
+    pipe.xadd(keys.job_stream(job.type), message, maxlen=JOB_STREAM_MAXLEN, approximate=True)
     await pipe.execute()
-    if wait_ms:
-        # The first entry of the per-job stream is the applied `created` event.
-        await client.xread({keys.job_events(job.id): "0-0"}, count=1, block=wait_ms)
 
 
 class CancelError(Exception):
