@@ -1,27 +1,40 @@
-"""train: builds an identity profile from the uploaded photos and voice clip.
+"""train: builds an identity profile (LoRA + voice profile) from photos and a voice clip.
 
-The training pipeline itself (dataset preparation, LoRA training, voice profile)
-is not in this build yet. Until it is, the function says so: it advertises the
-capability as unavailable and ends each job `failed` with that explanation,
-instead of leaving jobs queued forever or pretending to train.
+The work is in `myspinbot.training.pipeline`; this handler only wires it to the
+function's context.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from myspinbot.errors import PermanentError
+from myspinbot.db import JobHistory
 from myspinbot.jobs.handler import JobRun, job_handler, setup
-from myspinbot.jobs.progress import Step
-
-UNAVAILABLE = "Profile training is not available in this version of MySpinBot yet."
+from myspinbot.settings import get_settings
+from myspinbot.storage import ArtifactStore
+from myspinbot.training.pipeline import STEPS, TrainDeps, run_training, unavailable_reason
 
 
 def init_context(context: Any) -> None:
     setup(context)
-    context.user_data.capabilities = {"train": {"available": False, "reason": UNAVAILABLE}}
+    settings = get_settings()
+    context.user_data.deps = TrainDeps(
+        store=ArtifactStore.from_settings(settings),
+        history=JobHistory(settings.sqlalchemy_url),
+        settings=settings,
+        redis=context.user_data.redis,
+    )
+    note = unavailable_reason(settings)
+    context.user_data.capabilities = {
+        "train": {
+            "available": True,
+            "baseModel": settings.base_model or "tiny",
+            "placeholderModel": note is not None,
+            **({"note": note} if note else {}),
+        }
+    }
 
 
-@job_handler(steps=[Step("prepare", 10, title="Preparing photos")])
+@job_handler(steps=STEPS)
 def handler(run: JobRun) -> dict[str, Any]:
-    raise PermanentError(UNAVAILABLE)
+    return run_training(run, run.context.user_data.deps)
