@@ -1,0 +1,1 @@
+"""Training an identity profile: dataset preparation, LoRA training, export."""
