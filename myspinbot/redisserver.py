@@ -10,20 +10,17 @@ share and a server that lives exactly as long as `myspinbot up`.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from myspinbot.netutil import free_port
+from myspinbot.serverproc import ServerProcess
 
 _START_TIMEOUT_S = 15.0
-_STOP_TIMEOUT_S = 10.0
 
 
 def find_redis_server() -> str:
@@ -45,15 +42,7 @@ def find_redis_server() -> str:
     )
 
 
-def _tail(path: Path, max_lines: int = 20) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-max_lines:]) or "(empty log)"
-
-
-class EmbeddedRedis:
+class EmbeddedRedis(ServerProcess):
     """Runs redis-server as a child process, persisting to `data_dir`.
 
     Usage::
@@ -74,22 +63,13 @@ class EmbeddedRedis:
         self.port = port
         self.appendonly = appendonly
         self.log_path = self.data_dir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         if self._proc is None:
             raise RuntimeError("EmbeddedRedis is not running")
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _command(self) -> list[str]:
         cmd = [
@@ -140,14 +120,7 @@ class EmbeddedRedis:
         # Redis writes to --logfile itself, but argument errors are printed
         # before that is opened; appending the child's output to the same file
         # keeps both in one place and off our stdout.
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-        )
+        proc = self._launch(self._command(), cwd=self.data_dir)
         # No client-side retries: redis-py's default retry loop would spend
         # seconds on one probe, e.g. against a foreign listener that holds our
         # port, while this loop wants to notice a dead child promptly.
@@ -161,18 +134,18 @@ class EmbeddedRedis:
         try:
             deadline = time.monotonic() + _START_TIMEOUT_S
             while True:
-                if self._proc.poll() is not None:
-                    code = self._proc.returncode
+                if proc.poll() is not None:
+                    code = proc.returncode
                     self._cleanup()
                     raise RuntimeError(
                         f"redis-server exited with code {code} while starting on "
-                        f"{self.host}:{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                        f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
                     )
                 try:
                     # Checking the pid, not just PING, tells our server apart from
                     # another Redis that already held the port (ours then exits).
                     info = client.info("server")
-                    if int(info.get("process_id", -1)) == self._proc.pid:
+                    if int(info.get("process_id", -1)) == proc.pid:
                         break
                 # Not listening yet, or still replaying a big AOF (LOADING).
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
@@ -181,43 +154,9 @@ class EmbeddedRedis:
                     self.stop()
                     raise RuntimeError(
                         f"redis-server did not answer on {self.host}:{self.port} within "
-                        f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}"
+                        f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{self.log_tail()}"
                     )
                 time.sleep(0.05)
         finally:
             client.close()
         return self.url
-
-    def stop(self) -> None:
-        """Shut the server down and wait for it; kill it if it hangs.
-
-        SIGTERM makes redis-server do the same as SHUTDOWN (flush the AOF,
-        then exit), without needing a working connection to it.
-        """
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

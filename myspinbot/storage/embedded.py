@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 from myspinbot.netutil import free_port, port_open
+from myspinbot.serverproc import ServerProcess
 
 _START_TIMEOUT_S = 15.0
-_STOP_TIMEOUT_S = 5.0
 _MIN_KEY_LEN = 3
 _READY_MARKER = b"Starting s3 server on"
 
@@ -65,15 +62,9 @@ def find_rclone() -> str:
     )
 
 
-def _tail(path: Path, max_lines: int = 20) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-max_lines:]) or "(empty log)"
+class EmbeddedS3(ServerProcess):
+    stop_timeout_s = 5.0
 
-
-class EmbeddedS3:
     """Runs `rclone serve s3` on `root` as a child process.
 
     Usage::
@@ -108,22 +99,13 @@ class EmbeddedS3:
         self.log_path = (
             Path(log_path) if log_path else self.root.parent / f"{self.root.name}-rclone.log"
         )
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def endpoint(self) -> str:
         if self._proc is None:
             raise RuntimeError("EmbeddedS3 is not running")
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> str:
         """Start the server and return its endpoint URL once it accepts connections."""
@@ -156,29 +138,22 @@ class EmbeddedS3:
         env["RCLONE_AUTH_KEY"] = f'"{pair}"'
         # Child output goes to a file (append, so restarts keep history) instead of
         # our stdout, and early failures such as a taken port land there too.
-        self._log = self.log_path.open("ab")
-        log_offset = self._log.tell()
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        proc = self._launch(cmd, env=env)
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not (self._announced(log_offset) and port_open(self.host, self.port)):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
+            if proc.poll() is not None:
+                code = proc.returncode
                 self._cleanup()
                 raise RuntimeError(
                     f"rclone serve s3 exited with code {code} while starting on "
-                    f"{self.host}:{self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
                 )
             if time.monotonic() >= deadline:
                 self.stop()
                 raise RuntimeError(
                     f"rclone serve s3 did not listen on {self.host}:{self.port} within "
-                    f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
         return self.endpoint
@@ -196,33 +171,3 @@ class EmbeddedS3:
                 return _READY_MARKER in f.read()
         except OSError:
             return False
-
-    def stop(self) -> None:
-        """Terminate the server and wait for it; kill it if it does not exit in time."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
