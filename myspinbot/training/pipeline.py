@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot import keys
 from myspinbot.db import JobHistory, ProfileRecord
-from myspinbot.errors import JobCancelled
+from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
@@ -87,8 +87,15 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
     from myspinbot.training.lora import LoraConfig, LoraTrainer
     from myspinbot.training.options import TrainOptions
 
-    params = TrainParams.model_validate(run.params)
-    options = TrainOptions.model_validate(params.options)
+    try:
+        params = TrainParams.model_validate(run.params)
+        options = TrainOptions.model_validate(params.options)
+    except ValidationError as exc:
+        # A malformed job cannot succeed on a retry: fail it now, saying what is wrong.
+        raise PermanentError(
+            f"The training job is malformed: {exc.errors()[0]['msg']} "
+            f"({'.'.join(map(str, exc.errors()[0]['loc']))})"
+        ) from None
     job_id, store = run.job.id, deps.store
     profile_id = job_id  # one profile per job: a redelivery overwrites, never duplicates
     token = options.trigger_token or DEFAULT_TRIGGER_TOKEN

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import nuclio_sdk
 import pytest
@@ -18,15 +19,27 @@ from myspinbot.jobs.models import Job
 from myspinbot.runtime.config import load_function_config
 from myspinbot.runtime.loader import load_handler_module
 from myspinbot.settings import get_settings
+from myspinbot.storage import EmbeddedS3
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedS3(tmp_path_factory.mktemp("s3")) as s3:
+        yield s3.endpoint
+
+
 @pytest.fixture(autouse=True)
 def env(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, r: redis.Redis, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    r: redis.Redis,
+    tmp_path: Path,
+    s3_endpoint: str,
 ) -> Iterator[None]:
     monkeypatch.setenv("MYSPINBOT_REDIS_URL", redis_url)
+    monkeypatch.setenv("MYSPINBOT_S3_ENDPOINT", s3_endpoint)
     monkeypatch.setenv("MYSPINBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'h.db'}")
     get_settings.cache_clear()
     yield
@@ -70,13 +83,22 @@ def test_status_answers_queries(r: redis.Redis) -> None:
     assert missing.status_code == 404 and "nope" in missing.body["error"]
 
 
-@pytest.mark.parametrize("name, job_type", [("train", "train"), ("generate", "generate")])
-def test_job_functions_say_plainly_what_they_cannot_do(
-    r: redis.Redis, name: str, job_type: str
-) -> None:
-    job = Job(type=job_type)  # type: ignore[arg-type]
-    event = nuclio_sdk.Event(body={"id": job.id, "type": job_type, "params": {}})
-    out = Platform().call_handler(load(name).handler, event)
+def emitted(r: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(f["body"]) for _, f in r.xrange(keys.EVENTS)]
+
+
+def test_generate_says_plainly_that_it_is_not_built(r: redis.Redis) -> None:
+    job = Job(type="generate")
+    event = nuclio_sdk.Event(body={"id": job.id, "type": "generate", "params": {}})
+    out = Platform().call_handler(load("generate").handler, event)
     assert out["state"] == "failed"
-    emitted = [json.loads(f["body"]) for _, f in r.xrange(keys.EVENTS)]
-    assert emitted[-1]["state"] == "failed" and "not available" in emitted[-1]["error"]
+    assert emitted(r)[-1]["state"] == "failed" and "not available" in emitted(r)[-1]["error"]
+
+
+def test_train_fails_a_malformed_job_without_retrying(r: redis.Redis) -> None:
+    job = Job(type="train")
+    event = nuclio_sdk.Event(body={"id": job.id, "type": "train", "params": {"name": "x"}})
+    out = Platform().call_handler(load("train").handler, event)
+    assert out["state"] == "failed"  # returned, not raised: the runtime acks it
+    last = emitted(r)[-1]
+    assert last["state"] == "failed" and "images" in last["error"]
