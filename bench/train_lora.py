@@ -13,8 +13,10 @@ learning rate and steps) on the same base model:
   fused AdamW).
 
 Each variant runs in its own subprocess, so each one's peak memory is its own: peak RSS
-on the CPU, `torch.cuda.max_memory_allocated` on CUDA. Steps/s is measured over the
-steps after `--warmup`; "total s" also counts the one-off caching.
+on the CPU, `torch.cuda.max_memory_allocated` on CUDA. The variants alternate for
+`--repeats` runs and the table shows medians. Steps/s (and CPU time per step, which a busy
+machine disturbs less) count the steps after `--warmup`; "prepare + train s" also counts
+the one-off caching. See bench/README_train.md for results.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def main() -> None:
         return
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is None and device == "cpu":
+        # A 1M-parameter UNet step is too small to split across threads, and on a shared
+        # machine preempted OpenMP threads wait on each other: one thread measures the trainer.
+        args.threads = 1
     model = resolve_base_model(args.preset, args.cache_dir)  # built once, outside the timing
     console = Console(width=110)
     console.print(
@@ -106,7 +112,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU default: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "myspinbot-bench-models"

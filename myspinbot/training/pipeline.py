@@ -84,7 +84,7 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
     # Heavy imports here: the function's process starts fast and the gateway never pays them.
     from myspinbot.models.loading import load_components, resolve_base_model
     from myspinbot.training.dataset import prepare_dataset
-    from myspinbot.training.lora import LoraConfig, LoraTrainer
+    from myspinbot.training.lora import CheckpointMismatch, LoraConfig, LoraTrainer
     from myspinbot.training.options import TrainOptions
 
     try:
@@ -160,7 +160,13 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
                 "application/json",
             )
 
-        result = trainer.train(on_step=on_step, checkpoint=checkpoint, resume=resume)
+        try:
+            result = trainer.train(on_step=on_step, checkpoint=checkpoint, resume=resume)
+        except CheckpointMismatch as exc:
+            # Left by an earlier run with other options or photos: it cannot be continued.
+            run.progress("train", 0.0, f"Starting over: the saved checkpoint does not fit ({exc})")
+            store.delete_prefix(checkpoint_prefix(job_id))
+            result = trainer.train(on_step=on_step, checkpoint=checkpoint)
 
     run.progress("export", 0.0, "Writing the LoRA files")
     artifacts, metadata = _export(result, model, params, token, dataset, voice, profile_id, store)
