@@ -179,10 +179,16 @@ def test_poison_message_is_dead_lettered_after_max_deliveries(h: Harness, r: red
 
 
 def test_stop_waits_for_a_short_handler(h: Harness, r: redis.Redis) -> None:
-    done: list[str] = []
-    t = h.trigger(lambda ctx, ev: (time.sleep(0.5), done.append(ev.id)), reclaimIdleSeconds=60)
+    started, done = threading.Event(), []
+
+    def short(ctx: Any, ev: Any) -> None:
+        started.set()
+        time.sleep(0.5)
+        done.append(ev.id)
+
+    t = h.trigger(short, reclaimIdleSeconds=60)
     h.send()
-    wait_for(lambda: t._held, what="message taken")
+    assert started.wait(15), "handler never started"
     t.stop(drain_timeout_s=5)
     h.triggers.remove(t)
     assert done and h.pending() == 0
@@ -190,10 +196,10 @@ def test_stop_waits_for_a_short_handler(h: Harness, r: redis.Redis) -> None:
 
 
 def test_stop_hands_back_what_did_not_finish(h: Harness, r: redis.Redis) -> None:
-    gate = threading.Event()
-    t = h.trigger(lambda ctx, ev: gate.wait(10), reclaimIdleSeconds=60)
+    gate, started = threading.Event(), threading.Event()
+    t = h.trigger(lambda ctx, ev: (started.set(), gate.wait(10)), reclaimIdleSeconds=60)
     first = h.send("slow")
-    wait_for(lambda: t._held, what="message taken")
+    assert started.wait(15), "handler never started"
     t.stop(drain_timeout_s=0.2)
     h.triggers.remove(t)
     gate.set()
