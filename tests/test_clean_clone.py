@@ -60,6 +60,8 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
         wait_for(healthy, timeout=120, what="the platform to be healthy", interval=0.3)
         health = httpx.get(url + "/health").json()
         assert set(health["components"]["functions"]) == {"train", "generate", "status", "ws-relay"}
+        # No base model configured: the platform says plainly what that means.
+        assert any("renders noise, not people" in n for n in health.get("notices", []))
         assert (clone / ".myspinbot" / "myspinbot.db").exists()
         assert (clone / ".myspinbot" / "redis").is_dir() and (clone / ".myspinbot" / "s3").is_dir()
 
@@ -86,3 +88,4 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
     assert code == 0
     out = (clone / "up.log").read_text()
     assert "Ready." in out and "Stopped." in out
+    assert "renders noise, not people" in " ".join(out.split())
