@@ -81,7 +81,9 @@ def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table)
     if dialect == "sqlite":
         return sqlite.insert(table)
-    raise NotImplementedError(f"job history does not support the {dialect!r} dialect")
+    raise ValueError(
+        f"job history supports SQLite and PostgreSQL, not {dialect!r}: check MYSPINBOT_DATABASE_URL"
+    )
 
 
 def _upsert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
