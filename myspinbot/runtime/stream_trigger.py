@@ -33,6 +33,14 @@ from myspinbot.runtime.config import RedisStreamAttributes, Trigger
 from myspinbot.runtime.scripts import lua
 
 JOB_STREAM_MAXLEN = 100_000
+JITTER = 0.2
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rand: float | None = None) -> float:
+    """Seconds before retry `attempt + 1`: exponential, capped, with ±20% jitter
+    so replicas that failed together do not retry in lockstep."""
+    r = random.random() if rand is None else rand
+    return float(min(base_s * 2 ** (attempt - 1), max_s) * (1 - JITTER + 2 * JITTER * r))
 
 
 @dataclass
@@ -273,8 +281,7 @@ class StreamTrigger:
         if m.attempt >= self.attrs.max_deliveries:
             self._dead_letter(m, error)
             return
-        delay = min(self.attrs.backoff_base_s * 2 ** (m.attempt - 1), self.attrs.backoff_max_s)
-        delay *= random.uniform(0.8, 1.2)  # jitter: replicas failing together retry apart
+        delay = backoff_delay(m.attempt, self.attrs.backoff_base_s, self.attrs.backoff_max_s)
         member = json.dumps({"body": m.body, "attempt": m.attempt + 1, "from": m.id})
         pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(keys.delayed(self.stream), {member: time.time() + delay})

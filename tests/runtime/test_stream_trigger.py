@@ -16,7 +16,7 @@ import redis
 from myspinbot import keys
 from myspinbot.runtime.config import Trigger
 from myspinbot.runtime.process import make_logger
-from myspinbot.runtime.stream_trigger import StreamTrigger
+from myspinbot.runtime.stream_trigger import StreamTrigger, backoff_delay
 
 LOGGER = make_logger("test", "WARNING")
 
@@ -120,6 +120,15 @@ def test_failures_retry_with_backoff_then_dead_letter(h: Harness, r: redis.Redis
     # The job is marked failed through the events stream.
     states = [json.loads(f["body"]).get("state") for _, f in r.xrange(keys.EVENTS)]
     assert states == ["queued", "queued", "failed"]
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
+    assert [backoff_delay(a, 1.0, 60.0, rand=0.5) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff_delay(10, 1.0, 60.0, rand=0.5) == 60.0  # capped
+    assert backoff_delay(1, 1.0, 60.0, rand=0.0) == pytest.approx(0.8)
+    assert backoff_delay(1, 1.0, 60.0, rand=1.0) == pytest.approx(1.2)
+    # Even at the extremes of the jitter, the next delay is longer.
+    assert backoff_delay(2, 1.0, 60.0, rand=0.0) > backoff_delay(1, 1.0, 60.0, rand=1.0)
 
 
 def test_a_dead_consumers_message_is_reclaimed(h: Harness, r: redis.Redis) -> None:
