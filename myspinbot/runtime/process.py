@@ -31,6 +31,7 @@ from myspinbot.runtime.stream_trigger import StreamTrigger
 from myspinbot.settings import Settings
 
 REGISTRY_TTL_S = 10
+SWITCH_INTERVAL_S = 0.0005
 
 
 def make_logger(function: str, level: str) -> nuclio_sdk.Logger:
@@ -87,6 +88,9 @@ class Replica:
         return f"{self.name}-{self.replica}"
 
     def run(self) -> int:
+        # Messages pass from the reader thread to worker threads; with CPython's default
+        # 5 ms GIL switch interval each hand-off can stall that long behind a busy thread.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         apply_env(self.config)
         module = load_handler_module(self.dir, self.config)
         handler = handler_of(module, self.config)
