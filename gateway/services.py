@@ -37,7 +37,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        redis_url = settings.require_redis_url()
         # Under load, requests wait for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, decode_responses=True, max_connections=REDIS_POOL_SIZE, timeout=10

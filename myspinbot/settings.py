@@ -85,6 +85,15 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'myspinbot.db').resolve()}"
 
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error: every process but `up` needs one given."""
+        if not self.redis_url:
+            raise RuntimeError(
+                "MYSPINBOT_REDIS_URL is not set; start everything with `myspinbot up` "
+                "(it starts Redis) or point MYSPINBOT_REDIS_URL at a Redis server"
+            )
+        return self.redis_url
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

@@ -19,9 +19,7 @@ MAX_PAGE = 200
 
 def init_context(context: Any) -> None:
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url or "redis://127.0.0.1:6379/0", decode_responses=True
-    )
+    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
     history = JobHistory(settings.sqlalchemy_url)
     context.user_data.history = history
     context.user_data.queries = JobQueries(client, history)

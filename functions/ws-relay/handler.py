@@ -14,9 +14,7 @@ from myspinbot.settings import get_settings
 
 def init_context(context: Any) -> None:
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url or "redis://127.0.0.1:6379/0", decode_responses=True
-    )
+    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
     context.user_data.relay = Relay(client, JobHistory(settings.sqlalchemy_url), settings)
     context.user_data.capabilities = {"events": {"available": True}}
 

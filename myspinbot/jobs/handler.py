@@ -41,9 +41,9 @@ MIN_REPORT_INTERVAL_S = 0.05
 def setup(context: Any) -> None:
     """`init_context` for job functions: a Redis client per worker."""
     settings = get_settings()
-    if not settings.redis_url:
-        raise RuntimeError("MYSPINBOT_REDIS_URL is not set; job functions need Redis")
-    context.user_data.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    context.user_data.redis = redis.Redis.from_url(
+        settings.require_redis_url(), decode_responses=True
+    )
 
 
 @dataclass

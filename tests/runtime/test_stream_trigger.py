@@ -147,13 +147,14 @@ def test_long_handler_keeps_its_message(h: Harness, r: redis.Redis) -> None:
     runs: list[str] = []
 
     def slow(ctx: Any, ev: Any) -> None:
-        runs.append(ctx.worker_id if hasattr(ctx, "worker_id") else "x")
-        time.sleep(3.0)  # six times the reclaim idle time
+        runs.append(ev.id)
+        time.sleep(6.0)  # three times the reclaim idle time
 
-    h.trigger(slow, consumer="a-0", reclaimIdleSeconds=0.5)
-    h.trigger(slow, consumer="b-0", reclaimIdleSeconds=0.5)
+    # 2 s idle: the heartbeat (every 2/3 s) keeps ownership even on a loaded machine.
+    h.trigger(slow, consumer="a-0", reclaimIdleSeconds=2)
+    h.trigger(slow, consumer="b-0", reclaimIdleSeconds=2)
     h.send()
-    wait_for(lambda: h.pending() == 0 and runs, timeout=20, what="completion")
+    wait_for(lambda: h.pending() == 0 and runs, timeout=30, what="completion")
     assert len(runs) == 1
 
 
