@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     s3_access_key: str = "myspinbot"
     s3_secret_key: str = "myspinbot-secret"
     s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = Field(
+        None, description="S3 address for download links, when people reach S3 elsewhere."
+    )
     presign_expiry_s: int = 24 * 3600
 
     # --- Gateway ----------------------------------------------------------------------

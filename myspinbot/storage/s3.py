@@ -86,8 +86,13 @@ class ArtifactStore:
         secret_key: str,
         region: str = "us-east-1",
         presign_expiry_s: int = 86400,
+        public_endpoint: str | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        # Where people's browsers reach the same S3 (e.g. https://s3.example.org behind a
+        # proxy, while the platform talks to http://minio:9000). A signature covers the
+        # host, so links must be signed for the public address, not rewritten afterwards.
+        self.public_endpoint = (public_endpoint or endpoint).rstrip("/")
         self.bucket = bucket
         self.region = region
         self.access_key = access_key
@@ -105,13 +110,20 @@ class ArtifactStore:
         # A private session: boto3's module-level default session is shared
         # state that is not safe to build clients from on several threads.
         session = boto3.session.Session()
-        self._client: S3Client = session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=config,
+
+        def client(url: str) -> S3Client:
+            return session.client(
+                "s3",
+                endpoint_url=url,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                region_name=region,
+                config=config,
+            )
+
+        self._client = client(self.endpoint)
+        self._signer = (
+            self._client if self.public_endpoint == self.endpoint else client(self.public_endpoint)
         )
 
     @classmethod
@@ -128,6 +140,7 @@ class ArtifactStore:
             secret_key=s.s3_secret_key,
             region=s.s3_region,
             presign_expiry_s=s.presign_expiry_s,
+            public_endpoint=s.s3_public_endpoint,
         )
 
     def __repr__(self) -> str:
@@ -298,8 +311,8 @@ class ArtifactStore:
         """A URL anyone can GET `key` with, without credentials, until it expires.
 
         Signed locally: this neither contacts S3 nor checks that `key` exists.
-        The URL embeds the endpoint as configured, so it only works for
-        clients that can reach that same address.
+        The URL is signed for `public_endpoint` (the S3 address people can
+        reach; by default the one the platform uses).
         """
         expiry = self.presign_expiry_s if expires_s is None else expires_s
         if not 0 < expiry <= MAX_PRESIGN_EXPIRY_S:
@@ -307,7 +320,7 @@ class ArtifactStore:
                 f"presigned URL expiry must be 1..{MAX_PRESIGN_EXPIRY_S}s, got {expiry}"
             )
         with self._translate("presign", key):
-            url = self._client.generate_presigned_url(
+            url = self._signer.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=expiry,

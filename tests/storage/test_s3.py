@@ -215,3 +215,15 @@ def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
 def test_embedded_rejects_short_access_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3"):
         EmbeddedS3(tmp_path / "root", access_key="ak")
+
+
+def test_links_are_signed_for_the_public_endpoint(s3: EmbeddedS3) -> None:
+    # The platform talks to 127.0.0.1; people reach the same server as `localhost`.
+    public = s3.endpoint.replace("127.0.0.1", "localhost")
+    st = ArtifactStore(s3.endpoint, "public-links", ACCESS, SECRET, public_endpoint=public)
+    st.ensure_bucket()
+    st.put_bytes("a/b.txt", b"hello")
+    url = st.presigned_url("a/b.txt")
+    assert url.startswith(public + "/")
+    resp = httpx.get(url)
+    assert resp.status_code == 200 and resp.content == b"hello"
