@@ -6,6 +6,8 @@ writer calls `record` with batches; everything else only reads.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,11 +54,29 @@ class ProfileRecord(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+def _execute_while_locked(cursor: Any, sql: str, timeout_s: float = 10.0) -> None:
+    """Run `sql`, retrying while the database is locked.
+
+    Switching a new database to WAL can fail with "database is locked" without
+    consulting busy_timeout (SQLite skips the busy handler where waiting could
+    deadlock), which is what happens when every process opens it at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            _execute_while_locked(cursor, pragma)
     finally:
         cursor.close()
 
