@@ -18,7 +18,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from myspinbot import keys
 from myspinbot.netutil import free_port
+from myspinbot.runtime.supervisor import up_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
@@ -93,18 +93,7 @@ class RunningPlatform:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "myspinbot",
-            "up",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        for f in self.functions:
-            argv += ["--function", str(f)]
+        argv = up_argv(self.port, self.data_dir, list(self.functions))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSPINBOT_")}
         env[MARKER_ENV] = str(self.data_dir)  # inherited by all it starts: see processes()
         with open(self.log, "ab") as log:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 
 from myspinbot.netutil import free_port
+from myspinbot.runtime.supervisor import up_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = ROOT / "tests" / "functions" / "scripted"
@@ -56,18 +56,7 @@ class RunningPlatform:
 
     def start(self, timeout: float = 120) -> RunningPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "myspinbot",
-            "up",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        for f in self.functions:
-            argv += ["--function", str(f)]
+        argv = up_argv(self.port, self.data_dir, list(self.functions))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT

@@ -35,6 +35,23 @@ RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
 STOP_GRACE_S = 30.0
 
 
+def up_argv(port: int, data_dir: Path, functions: list[Path] | None = None) -> list[str]:
+    """The `myspinbot up` command line, for harnesses (tests, benchmarks) that start it."""
+    argv = [
+        sys.executable,
+        "-m",
+        "myspinbot",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    for f in functions or []:
+        argv += ["--function", str(f)]
+    return argv
+
+
 def default_function_dirs() -> list[Path]:
     root = REPO_ROOT / "functions"
     return sorted(p for p in root.iterdir() if (p / "function.yaml").exists())
