@@ -72,3 +72,8 @@ METRICS_DURATION = f"{PREFIX}metrics:job_duration"
 def device_lock(host: str, device: str) -> str:
     """Held while a training runs on a GPU: one training per device protects its memory."""
     return f"{PREFIX}lock:device:{host}:{device}"
+
+
+# Per-profile LoRA models loaded in Triton, scored by last use: the least recently used
+# beyond MYSPINBOT_LORA_MODELS_MAX is unloaded (ZSET, name -> unix time).
+TRITON_LORA_LRU = f"{PREFIX}triton:lora-lru"

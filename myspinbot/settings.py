@@ -73,6 +73,49 @@ class Settings(BaseSettings):
         None, description="Torch device for models; default: cuda if present."
     )
 
+    # --- Triton: inference server for the exported models ----------------------------
+    triton_url: str | None = Field(
+        None,
+        description="Triton HTTP endpoint (host:port or URL); when unset `myspinbot up` starts "
+        "the embedded tritonserver on the repository in `triton_repository`.",
+    )
+    triton_repository: Path | None = Field(
+        None,
+        description="Model repository the embedded tritonserver serves (default: "
+        "triton-models/ of this checkout).",
+    )
+    triton_metrics_port: int | None = Field(
+        None, description="Port of the embedded tritonserver's Prometheus metrics."
+    )
+    triton_retry_s: float = Field(
+        20.0, ge=0, description="How long a request keeps retrying while Triton is unavailable."
+    )
+    lora_models_max: int = Field(
+        4,
+        ge=1,
+        description="Per-profile LoRA models kept loaded in Triton before the least "
+        "recently used is unloaded (each holds a UNet copy).",
+    )
+
+    # --- Video generation -------------------------------------------------------------
+    ollama_url: str | None = Field(
+        None, description="Ollama server for `guided` mode; unset: guided mode is unavailable."
+    )
+    ollama_model: str = "llama3.1:8b"
+    ollama_temperature: float = Field(0.7, ge=0, le=2)
+    ollama_timeout_s: float = Field(120.0, gt=0)
+    narration_max_seconds: float = Field(
+        60.0, gt=0, description="Longest narration accepted, in seconds of speech."
+    )
+    tts_engine: str = Field(
+        "espeak", description="Speech engine: `espeak` (weight-free, built in)."
+    )
+    animator: str = Field(
+        "weightfree", description="Talking-head animator: `weightfree` (built in)."
+    )
+    video_fps: int = Field(25, ge=1, le=60)
+    video_size: int = Field(512, ge=64, le=2048, description="Output video side in pixels.")
+
     # --- Processes --------------------------------------------------------------------
     metrics_port: int | None = Field(
         None, description="Port for this function replica's Prometheus endpoint."

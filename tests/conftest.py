@@ -15,6 +15,9 @@ import sqlalchemy as sa
 from myspinbot.redisserver import EmbeddedRedis
 from tests.support import RunningPlatform
 
+# Triton fixtures (exported tiny repository, tritonserver, trained LoRAs) for any test.
+pytest_plugins = ["tests.triton_support"]
+
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:

@@ -1,0 +1,1 @@
+"""Triton Inference Server: the embedded server, the model repository and the client."""

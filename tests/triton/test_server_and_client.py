@@ -1,0 +1,72 @@
+"""The embedded tritonserver and the client's retry policy, against the real binary."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from myspinbot.triton.client import TritonClient, TritonUnavailable
+from myspinbot.triton.server import EmbeddedTriton, pytriton_root, triton_env
+from tests.triton_support import Exported
+
+IDS = np.zeros((1, 77), dtype=np.int64)
+
+
+def test_stub_environment_is_set_in_code(exported: Exported) -> None:
+    """The python backend stub needs this venv's Python: its libpython and packages."""
+    import sysconfig
+
+    env = triton_env(pytriton_root(), exported.repository)
+    assert str(sysconfig.get_config_var("LIBDIR")) in env["LD_LIBRARY_PATH"].split(":")
+    assert env["PATH"].split(":")[0].endswith("/bin")
+    assert env["MYSPINBOT_TRITON_REPOSITORY"] == str(exported.repository)
+
+
+def test_down_server_fails_readably_after_bounded_retries_then_recovers(
+    exported: Exported, tmp_path: Path
+) -> None:
+    server = EmbeddedTriton(exported.repository, tmp_path)
+    server.start()
+    port = server.http_port
+    client = TritonClient(server.url, retry_s=2.0)
+    assert client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
+    server.stop()
+
+    started = time.monotonic()
+    with pytest.raises(TritonUnavailable) as info:
+        client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
+    assert time.monotonic() - started >= 1.5  # it retried rather than failing at once
+    message = str(info.value)
+    assert "Triton" in message and "unavailable" in message and "tritonserver" in message
+
+    again = EmbeddedTriton(exported.repository, tmp_path, http_port=port)
+    with again:
+        out = client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
+        assert out["last_hidden_state"].shape[0] == 1
+    client.close()
+
+
+def test_triton_metrics_count_the_requests(triton: EmbeddedTriton) -> None:
+    """Acceptance 5: Triton's own metrics, on its metrics port, show our requests."""
+
+    def successes() -> float:
+        text = httpx.get(triton.metrics_url, timeout=10).text
+        found = re.search(
+            r'nv_inference_request_success\{model="text_encoder",version="1"\} (\S+)', text
+        )
+        return float(found.group(1)) if found else 0.0
+
+    before = successes()
+    client = TritonClient(triton.url)
+    for _ in range(3):
+        client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
+    client.close()
+    text = httpx.get(triton.metrics_url, timeout=10).text
+    assert successes() == before + 3
+    for family in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"):
+        assert family in text

@@ -1,0 +1,1 @@
+../../unet/1/model.py
