@@ -1,0 +1,7 @@
+"""Text to speech: the engine interface, the built-in espeak-ng engine, and engine choice."""
+
+from myspinbot.speech.engine import SpeechEngine, get_engine
+from myspinbot.speech.espeak import EspeakEngine
+from myspinbot.speech.models import Speech, SpeechError, WordTiming
+
+__all__ = ["EspeakEngine", "Speech", "SpeechEngine", "SpeechError", "WordTiming", "get_engine"]
