@@ -1,0 +1,191 @@
+"""How fast a narrated talking-head video is made on this machine, step by step.
+
+For a narration of about --seconds (default 10) at --size (512) and --fps (25), times:
+
+1. speech synthesis (myspinbot.speech's configured engine; espeak-ng directly if that
+   package is missing; a synthetic syllable-rate voice, clearly labelled, if neither);
+2. animation with the weight-free animator (portrait analysis and warp set-up included),
+   frames kept in memory so that encoding can be timed on its own;
+3. encoding those frames with the narration into the final MP4;
+4. animation and encoding streamed together, as the pipeline runs them.
+
+and prints, per step, the median wall seconds of --repeat runs (3) and seconds of
+video made per wall second (x real time: above 1 is faster than real time). A script,
+not a test: it asserts nothing. On a shared machine, read it with the load average.
+
+    .venv/bin/python bench/talking_head.py [--seconds 10] [--size 512] [--fps 25]
+        [--repeat 3] [--portrait photo.jpg] [--keep out.mp4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from myspinbot.animate import WeightFreeAnimator  # noqa: E402
+from myspinbot.media.video import VideoEncoder, probe  # noqa: E402
+
+T = TypeVar("T")
+
+# About 10 s at espeak-ng's default 175 words per minute.
+TEXT = (
+    "Hello, and welcome to this short update. Today I want to tell you about three "
+    "things we changed this month, why they matter to you, and what comes next. "
+    "Let us get started."
+)
+
+
+def timed(fn: Callable[[], T], repeat: int) -> tuple[T, float]:
+    """fn's result and its median wall time over `repeat` runs."""
+    walls = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        result = fn()
+        walls.append(time.perf_counter() - start)
+    return result, statistics.median(walls)
+
+
+def synthetic_voice(seconds: float, rate: int = 16_000) -> np.ndarray:
+    """Voiced syllables at 4 Hz in phrases with pauses: speech-like loudness, no words."""
+    t = np.arange(round(rate * seconds)) / rate
+    voiced = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
+    syllables = 0.5 * (1 - np.cos(2 * np.pi * 4 * t))
+    phrases = (t % 3.0) < 2.4  # 2.4 s phrases, 0.6 s pauses
+    return (0.3 * voiced * syllables * phrases).astype(np.float32)
+
+
+def synthesize(seconds: float) -> tuple[np.ndarray, int, str]:
+    """Narration audio, its rate, and which engine made it."""
+    try:
+        from myspinbot.settings import Settings
+        from myspinbot.speech import get_engine
+
+        speech = get_engine(Settings()).synthesize(TEXT, None)
+        return speech.samples, speech.sample_rate, f"myspinbot.speech ({speech.duration_s:.1f} s)"
+    except Exception as exc:  # missing module, missing binary: fall through, say why
+        reason = f"{type(exc).__name__}: {exc}"
+    exe = shutil.which("espeak-ng")
+    if exe is not None:
+        wav = subprocess.run([exe, "--stdout", TEXT], capture_output=True, check=True).stdout
+        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+            f.write(wav)
+            f.flush()
+            with wave.open(f.name) as w:
+                rate = w.getframerate()
+                pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        return (pcm / 32768).astype(np.float32), rate, "espeak-ng (subprocess)"
+    return (
+        synthetic_voice(seconds),
+        16_000,
+        f"SYNTHETIC stand-in, no TTS here ({reason[:60]})",
+    )
+
+
+def load_portrait(path: str | None, size: int) -> Image.Image:
+    if path:
+        image = Image.open(path).convert("RGB")
+    else:
+        from myspinbot.training.dataset import prepare_dataset
+        from tests.media_fixtures import face_photos
+
+        image = prepare_dataset(face_photos(1), resolution=size, trigger_token="ohwx")
+        image = image.images[0].image
+    return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def encode(path: Path, frames: Any, size: int, fps: int, wav: Path) -> int:
+    with VideoEncoder(path, width=size, height=size, fps=fps, audio_wav=wav) as video:
+        for frame in frames:
+            video.write(frame)
+        return video.frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--portrait", help="photo to animate (default: the astronaut)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per step (median)")
+    parser.add_argument("--keep", help="also save the streamed video here")
+    args = parser.parse_args()
+
+    portrait = load_portrait(args.portrait, args.size)
+    (samples, rate, engine), t_speech = timed(lambda: synthesize(args.seconds), args.repeat)
+    speech_s = len(samples) / rate
+    animator = WeightFreeAnimator()
+
+    def animate() -> list[np.ndarray]:
+        return list(animator.animate(portrait, samples, rate, args.fps))
+
+    frames, t_animate = timed(animate, args.repeat)
+    video_s = len(frames) / args.fps
+    layout = animator.last_layout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "voice.wav"
+        write_wav(wav, samples, rate)
+        out = Path(tmp) / "encoded.mp4"
+        _, t_encode = timed(lambda: encode(out, frames, args.size, args.fps, wav), args.repeat)
+        frames.clear()  # free ~200 MB before the streamed run
+        streamed = Path(args.keep) if args.keep else Path(tmp) / "streamed.mp4"
+        _, t_both = timed(
+            lambda: encode(
+                streamed,
+                animator.animate(portrait, samples, rate, args.fps),
+                args.size,
+                args.fps,
+                wav,
+            ),
+            args.repeat,
+        )
+        info = probe(streamed)
+
+    rows = [
+        ("speech synthesis", t_speech, speech_s),
+        ("animation (weightfree)", t_animate, video_s),
+        ("encode (x264 veryfast + AAC, faststart)", t_encode, video_s),
+        ("animation + encode, streamed", t_both, video_s),
+    ]
+    load = os.getloadavg()
+    print(f"median of {args.repeat} runs per step")
+    print(f"narration: {speech_s:.2f} s from {engine}")
+    print(f"portrait: {args.size}x{args.size}, face detected: {layout and layout.detected}")
+    print(
+        f"video: {info.video_codec}/{info.audio_codec} {info.width}x{info.height} "
+        f"{info.fps:g} fps, {info.frames} frames, {info.duration_s:.2f} s"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f}")
+    print()
+    print("| step | wall s | x real time |")
+    print("|---|---:|---:|")
+    for step, wall, media_s in rows:
+        print(f"| {step} | {wall:.2f} | {media_s / wall:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
