@@ -17,6 +17,8 @@ from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobType, new_job_id
+from myspinbot.script import NarrationTooLong, check_narration_length
+from myspinbot.voice.profile import VoiceProfile
 
 router = APIRouter(prefix="/api")
 # How long a submit waits for ws-relay to record the job before answering 202 anyway
@@ -190,8 +192,7 @@ async def generate(
     body: GenerateRequest, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     s = services(request)
-    if body.profile_id:
-        await s.query(f"/profiles/{body.profile_id}")  # 404 passes through: unknown profile
+    await _check_generate(s, body)
     reservation = await submit.reserve(
         s.redis, idempotency_key, new_job_id(), s.settings.idempotency_ttl_s
     )
@@ -203,6 +204,34 @@ async def generate(
         await submit.release(s.redis, idempotency_key, reservation.job_id)
         raise
     return accepted(reservation.job_id)
+
+
+async def _check_generate(s: Services, body: GenerateRequest) -> None:
+    """Refuse now what the job could only fail on later, saying why."""
+    voice = None
+    if body.profile_id:
+        profile = await s.query(f"/profiles/{body.profile_id}")  # 404 passes through
+        voice_data = (profile.get("metadata") or {}).get("voice")
+        voice = VoiceProfile.model_validate(voice_data) if voice_data else None
+    elif body.options.portrait == "photo":
+        raise ApiError(422, "Portrait `photo` needs a profile (`profileId`).")
+    if body.narration:
+        try:
+            check_narration_length(body.narration, voice, s.settings.narration_max_seconds)
+        except NarrationTooLong as exc:
+            raise ApiError(422, str(exc)) from None
+    caps = (await s.functions()).get("generate", {}).get("capabilities", {}).get("generate", {})
+    unavailable = [
+        (f"`{body.mode}` mode", caps.get("modes", {}).get(body.mode)),
+        (
+            f"Portrait `{body.options.portrait}`",
+            caps.get("portraits", {}).get(body.options.portrait),
+        ),
+    ]
+    for what, cap in unavailable:
+        if cap is not None and not cap.get("available", True):
+            reason = cap.get("reason") or "the generate function does not offer it"
+            raise ApiError(422, f"{what} is not available: {reason}")
 
 
 @router.get("/status/{job_id}", summary="A job's current state")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from myspinbot.generation.options import GenerateOptions
 from myspinbot.training.options import TrainOptions
 
-__all__ = ["Accepted", "GenerateRequest", "TrainOptions"]
+__all__ = ["Accepted", "GenerateOptions", "GenerateRequest", "TrainOptions"]
 
 MAX_NARRATION_CHARS = 5000
 MAX_PROMPT_CHARS = 2000
@@ -26,7 +27,7 @@ class GenerateRequest(_Strict):
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     narration: str | None = Field(None, max_length=MAX_NARRATION_CHARS)
     stage: str | None = Field(None, max_length=1000, description="Scene description.")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: GenerateOptions = Field(default_factory=GenerateOptions)
 
     @model_validator(mode="after")
     def _mode_needs(self) -> GenerateRequest:

@@ -20,6 +20,9 @@ from myspinbot import keys
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.triton.client import host_port
+from myspinbot.triton.lora import MODEL_PREFIX
+from myspinbot.triton.repository import MODELS
 
 STATUS_RETRIES = 2
 REDIS_POOL_SIZE = 200
@@ -99,6 +102,21 @@ class Services:
         if self.store is None:
             raise RuntimeError("no S3 endpoint configured (MYSPINBOT_S3_ENDPOINT)")
         await anyio.to_thread.run_sync(self.store.ping)
+
+    async def check_triton(self) -> dict[str, Any]:
+        """Triton is ready and so is every model of the base repository."""
+        assert self.settings.triton_url
+        base = "http://" + host_port(self.settings.triton_url)
+        ready = await self.status.get(base + "/v2/health/ready")
+        if ready.status_code != 200:
+            raise RuntimeError(f"Triton at {base} is not ready (HTTP {ready.status_code})")
+        index = (await self.status.post(base + "/v2/repository/index", json={})).json()
+        states = {m["name"]: m.get("state", "UNKNOWN") for m in index}
+        not_ready = [f"{m}: {states.get(m, 'missing')}" for m in MODELS if states.get(m) != "READY"]
+        if not_ready:
+            raise RuntimeError("Triton models not ready: " + ", ".join(not_ready))
+        loras = [n for n, st in states.items() if n.startswith(MODEL_PREFIX) and st == "READY"]
+        return {"models": {m: states[m] for m in MODELS}, "loraModels": len(loras)}
 
     async def functions(self) -> dict[str, dict[str, Any]]:
         """Registered functions and how many of their replicas are alive right now."""

@@ -91,6 +91,57 @@ def up(
     console.print("Stopped.")
 
 
+@cli.command()
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "sd15-arch"]),
+    default=None,
+    help="Export a built-in random-weight model instead of MYSPINBOT_BASE_MODEL.",
+)
+@click.option("--base-model", default=None, help="Diffusers SD 1.5 directory or hub id to export.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Triton model repository to write [MYSPINBOT_TRITON_REPOSITORY or ./triton-models].",
+)
+@click.option("--device", default=None, help="Export on this torch device [cuda if present].")
+def export(
+    preset: str | None, base_model: str | None, output: Path | None, device: str | None
+) -> None:
+    """Export a base model to ONNX for Triton (text encoder, UNet, VAE decoder).
+
+    fp32 on a CPU, fp16 on a GPU. Each graph is checked against PyTorch before it is
+    written. `myspinbot up` runs this itself when the repository is missing or stale.
+    """
+    from myspinbot.imaging.export import ExportError, export_repository
+    from myspinbot.triton.repository import default_repository
+
+    if preset and base_model:
+        raise click.UsageError("give --preset or --base-model, not both")
+    settings = Settings()
+    repository = (output or default_repository(settings)).resolve()
+    spec = preset or base_model or settings.base_model
+    with console.status("exporting…") as status:
+        try:
+            result = export_repository(
+                spec,
+                repository,
+                models_dir=settings.models_dir,
+                device=device or settings.device,
+                progress=lambda message: status.update(message + "…"),
+            )
+        except ExportError as exc:
+            raise click.ClickException(str(exc)) from None
+    table = Table(title=f"Exported {result.base.spec} ({result.dtype}) in {result.seconds:.1f} s")
+    table.add_column("model")
+    table.add_column("max |ONNX - PyTorch|", justify="right")
+    for name, diff in result.max_abs_diff.items():
+        table.add_row(name, f"{diff:.2e}")
+    console.print(table)
+    console.print(f"Triton model repository: {repository}")
+
+
 @cli.command(hidden=True)
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=8080)

@@ -29,6 +29,11 @@ from myspinbot.redisserver import EmbeddedRedis
 from myspinbot.runtime.config import load_function_config
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore, EmbeddedS3
+from myspinbot.triton.export_check import ensure_export
+from myspinbot.triton.repository import default_repository
+from myspinbot.triton.server import EmbeddedTriton
+
+USES_ANNOTATION = "myspinbot.io/uses"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10)
@@ -94,6 +99,7 @@ class Platform:
         self.children: list[Child] = []
         self._redis_server: EmbeddedRedis | None = None
         self._s3_server: EmbeddedS3 | None = None
+        self._triton_server: EmbeddedTriton | None = None
         self._stopping = False
         self.urls: dict[str, str] = {}
 
@@ -104,6 +110,9 @@ class Platform:
         redis_url = self.settings.redis_url or self._start_redis()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
         env = self._child_env(redis_url, s3_endpoint)
+        if self._uses_triton():
+            env["MYSPINBOT_TRITON_URL"] = self.settings.triton_url or self._start_triton()
+            self.urls["triton"] = env["MYSPINBOT_TRITON_URL"]
         settings = Settings(
             **{**self.settings.model_dump(), "redis_url": redis_url, "s3_endpoint": s3_endpoint}
         )
@@ -139,6 +148,27 @@ class Platform:
         endpoint = self._s3_server.start()
         self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
         return endpoint
+
+    def _uses_triton(self) -> bool:
+        """Only functions annotated `myspinbot.io/uses: triton` need it (generate)."""
+        return any(
+            "triton" in load_function_config(d).metadata.annotations.get(USES_ANNOTATION, "")
+            for d in self.function_dirs
+        )
+
+    def _start_triton(self) -> str:
+        repository = default_repository(self.settings)
+        ensure_export(self.settings, repository, say=self.say)
+        self._triton_server = EmbeddedTriton(
+            repository,
+            self.data_dir / "triton",
+            host=self.settings.host,
+            metrics_port=self.settings.triton_metrics_port or 0,
+        )
+        url = self._triton_server.start()
+        self.urls["triton_metrics"] = self._triton_server.metrics_url
+        self.say(f"  triton    {url} (embedded, models in {repository})")
+        return url
 
     def _child_env(self, redis_url: str, s3_endpoint: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -303,6 +333,8 @@ class Platform:
                 self.say(f"  {c.name} did not stop in {STOP_GRACE_S:g} s; killing it")
                 c.proc.kill()
                 c.proc.wait()
+        if self._triton_server:
+            self._triton_server.stop()
         if self._s3_server:
             self._s3_server.stop()
         if self._redis_server:

@@ -1,0 +1,1 @@
+"""The generate job: script -> speech -> portrait -> talking head -> MP4."""

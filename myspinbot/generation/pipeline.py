@@ -1,0 +1,326 @@
+"""The generate job as a DAG of steps with progress weights.
+
+script (5%) -> speech (10%) -> stage (25%) -> animate (50%) -> finish (10%)
+
+Frames are animated and streamed into ffmpeg as they come, so memory stays flat for any
+length; nothing is uploaded until the video is complete, so a cancelled or failed job
+leaves no partial video in S3. An error names the step it happened in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import redis
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from myspinbot.db import JobHistory, ProfileRecord
+from myspinbot.errors import JobCancelled, PermanentError
+from myspinbot.generation.options import GenerateOptions
+from myspinbot.jobs.handler import JobRun
+from myspinbot.jobs.progress import Step
+from myspinbot.settings import Settings
+from myspinbot.storage import ArtifactStore
+from myspinbot.voice.profile import VoiceProfile
+
+STEPS = [
+    Step("script", 5, title="Writing the script"),
+    Step("speech", 10, after=("script",), title="Synthesizing speech"),
+    Step("stage", 25, after=("speech",), title="Preparing the portrait"),
+    Step("animate", 50, after=("stage",), title="Animating the face"),
+    Step("finish", 10, after=("animate",), title="Saving the video"),
+]
+TITLES = {s.name: s.title for s in STEPS}
+LORA_FILE = "pytorch_lora_weights.safetensors"
+PORTRAIT_FILE = "portrait.png"
+
+
+class GenerateParams(BaseModel):
+    """What the gateway put in the job (gateway/schemas.py GenerateRequest)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    profile_id: str | None = Field(None, alias="profileId")
+    mode: Literal["direct", "guided"]
+    prompt: str | None = None
+    narration: str | None = None
+    stage: str | None = None
+    options: GenerateOptions = Field(default_factory=GenerateOptions)
+
+
+@dataclass
+class GenerateDeps:
+    store: ArtifactStore
+    history: JobHistory
+    settings: Settings
+    redis: redis.Redis
+
+
+def output_prefix(job_id: str) -> str:
+    return f"generations/{job_id}/"
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Name the failing step in the error a person sees."""
+    try:
+        yield
+    except (JobCancelled, StepFailed):
+        raise
+    except PermanentError as exc:
+        raise StepFailed(f"{TITLES[name]} failed: {exc}") from exc
+
+
+class StepFailed(PermanentError):
+    pass
+
+
+def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
+    from myspinbot.animate import get_animator
+    from myspinbot.media.video import VideoEncoder, probe
+    from myspinbot.speech import get_engine
+
+    try:
+        params = GenerateParams.model_validate(run.params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise PermanentError(
+            f"The generate job is malformed: {first['msg']} ({'.'.join(map(str, first['loc']))})"
+        ) from None
+    settings, store, options = deps.settings, deps.store, params.options
+    prefix = output_prefix(run.job.id)
+    profile = _profile(deps.history, params.profile_id)
+    voice = _voice(profile)
+
+    with step("script"):
+        run.progress("script", 0.0, "Writing the script")
+        script = _script(params, voice, settings)
+        run.progress("script", 1.0, f"Script ready ({len(script.narration.split())} words)")
+
+    with step("speech"):
+        run.progress("speech", 0.0, "Synthesizing speech")
+        speech = get_engine(settings).synthesize(script.narration, voice)
+        run.progress("speech", 1.0, f"{speech.duration_s:.1f} s of speech")
+
+    size = options.size or settings.video_size
+    with step("stage"):
+        portrait, used, note = _portrait(run, deps, params, profile, size)
+
+    animator = get_animator(settings)
+    fps = settings.video_fps
+    work = size // 2 if options.upscale else size
+    frames_total = animator.frame_count(speech.duration_s, fps)
+    with tempfile.TemporaryDirectory(prefix="myspinbot-generate-") as tmp:
+        wav_path = Path(tmp) / "speech.wav"
+        wav_path.write_bytes(speech.wav_bytes())
+        video_path = Path(tmp) / "video.mp4"
+        encoder = VideoEncoder(video_path, width=size, height=size, fps=fps, audio_wav=wav_path)
+        try:
+            with step("animate"):
+                source = portrait.resize((work, work), Image.Resampling.LANCZOS)
+                frames = animator.animate(
+                    source, speech.samples, speech.sample_rate, fps, speech.words
+                )
+                for i, frame in enumerate(frames, start=1):
+                    encoder.write(_upscaled(frame, size) if work != size else frame)
+                    run.progress("animate", i / frames_total, f"Rendering frame {i}/{frames_total}")
+            with step("finish"):
+                run.progress("finish", 0.0, "Encoding the video")
+                encoder.close()
+        except BaseException:
+            encoder.abort()
+            raise
+        with step("finish"):
+            info = probe(video_path)
+            run.progress("finish", 0.5, "Uploading")
+            artifacts = _upload(
+                store, prefix, video_path, speech.wav_bytes(), portrait, script.model_dump()
+            )
+    run.progress("finish", 1.0, "Video ready")
+    video = next(a for a in artifacts if a["name"] == "video.mp4")
+    return {
+        "profileId": params.profile_id,
+        "mode": params.mode,
+        "portrait": used,
+        **({"portraitNote": note} if note else {}),
+        "script": script.model_dump(),
+        "durationSeconds": round(info.duration_s, 3),
+        "fps": fps,
+        "frames": info.frames,
+        "size": size,
+        "speechEngine": settings.tts_engine,
+        "animator": animator.name,
+        "video": video,
+        "artifacts": artifacts,
+    }
+
+
+def _profile(history: JobHistory, profile_id: str | None) -> ProfileRecord | None:
+    if profile_id is None:
+        return None
+    record = history.get_profile(profile_id)
+    if record is None:
+        raise PermanentError(f"Profile {profile_id!r} does not exist (was it deleted?).")
+    return record
+
+
+def _voice(profile: ProfileRecord | None) -> VoiceProfile | None:
+    data = (profile.metadata.get("voice") if profile else None) or None
+    return VoiceProfile.model_validate(data) if data else None
+
+
+def _script(params: GenerateParams, voice: VoiceProfile | None, settings: Settings) -> Any:
+    from myspinbot.script import check_narration_length, direct_script, write_script
+
+    if params.mode == "guided":
+        script = write_script(
+            params.prompt or "", settings, target_seconds=settings.narration_max_seconds * 0.5
+        )
+        if params.stage:
+            script = script.model_copy(update={"stage": params.stage})
+    else:
+        script = direct_script(params.narration or "", params.stage)
+    check_narration_length(script.narration, voice, settings.narration_max_seconds)
+    return script
+
+
+def default_portrait(settings: Settings, has_profile: bool = True) -> Literal["render", "photo"]:
+    """Random-weight presets render noise, not people: show the person's photo instead
+    (with no profile there is no photo: the base model renders)."""
+    placeholder = settings.base_model in (None, "tiny", "sd15-arch")
+    return "photo" if placeholder and has_profile else "render"
+
+
+def _portrait(
+    run: JobRun,
+    deps: GenerateDeps,
+    params: GenerateParams,
+    profile: ProfileRecord | None,
+    size: int,
+) -> tuple[Image.Image, str, str | None]:
+    chosen = params.options.portrait or default_portrait(deps.settings, profile is not None)
+    note = None
+    if params.options.portrait is None and chosen == "photo":
+        note = (
+            "The built-in base model renders noise, so the profile's best training photo "
+            "was used; set MYSPINBOT_BASE_MODEL to a real SD 1.5 model to render scenes."
+        )
+    if chosen == "photo":
+        if profile is None:
+            raise PermanentError("Portrait `photo` needs a profile: choose one, or `render`.")
+        run.progress("stage", 0.0, "Loading the profile's photo")
+        key = _artifact_key(profile, PORTRAIT_FILE)
+        image = Image.open(io.BytesIO(deps.store.get_bytes(key))).convert("RGB")
+    else:
+        image = _render(run, deps, params, profile)
+    run.progress("stage", 1.0, "Portrait ready")
+    return _square(image, size), chosen, note
+
+
+def _render(
+    run: JobRun, deps: GenerateDeps, params: GenerateParams, profile: ProfileRecord | None
+) -> Image.Image:
+    from myspinbot.imaging.txt2img import BaseModelConfig, TritonTxt2Img, Txt2ImgOptions
+    from myspinbot.models.loading import resolve_base_model
+    from myspinbot.triton.client import ModelNotLoaded, TritonClient
+    from myspinbot.triton.lora import LoraModels
+    from myspinbot.triton.repository import UNET
+
+    settings = deps.settings
+    if not settings.triton_url:
+        raise PermanentError(
+            "Portrait `render` needs Triton: set MYSPINBOT_TRITON_URL (`myspinbot up` starts one)."
+        )
+    options = params.options
+    seed = options.seed if options.seed is not None else random.randrange(2**32)
+    base = resolve_base_model(settings.base_model, settings.models_dir)
+    token = profile.trigger_token if profile and profile.trigger_token else None
+    subject = f"a photo of {token} person" if token else "a portrait photo of a person"
+    prompt = f"{subject}, {params.stage}" if params.stage else subject
+
+    triton = TritonClient(settings.triton_url, retry_s=settings.triton_retry_s)
+    try:
+        loras = LoraModels(triton, deps.redis, max_loaded=settings.lora_models_max)
+        unet = UNET
+        if profile is not None:
+            run.progress("stage", 0.02, "Bringing the profile's LoRA online")
+            key = _artifact_key(profile, LORA_FILE)
+            unet = loras.ensure(profile.id, lambda: deps.store.get_bytes(key)).name
+        pipe = TritonTxt2Img(BaseModelConfig(base.path_or_id), triton)
+        render_options = Txt2ImgOptions(
+            steps=options.steps,
+            guidance_scale=options.guidance_scale,
+            scheduler=options.scheduler,
+            seed=seed,
+        )
+
+        def on_step(i: int, n: int) -> None:
+            run.progress("stage", 0.05 + 0.95 * i / n, f"Rendering the scene, step {i}/{n}")
+
+        try:
+            pixels = pipe(prompt, render_options, unet_model=unet, on_step=on_step)
+        except ModelNotLoaded:
+            # Evicted by another replica, or Triton restarted: load it again, once.
+            if profile is None:
+                raise
+            key = _artifact_key(profile, LORA_FILE)
+            unet = loras.ensure(profile.id, lambda: deps.store.get_bytes(key)).name
+            pixels = pipe(prompt, render_options, unet_model=unet, on_step=on_step)
+    finally:
+        triton.close()
+    return Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+
+
+def _artifact_key(profile: ProfileRecord, name: str) -> str:
+    for artifact in profile.artifacts:
+        if artifact.get("name") == name:
+            return str(artifact["key"])
+    raise PermanentError(f"Profile {profile.name!r} has no {name}; train it again.")
+
+
+def _square(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize to the video size."""
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return square.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def _upscaled(frame: Any, size: int) -> Any:
+    from myspinbot.media.video import upscale_lanczos
+
+    return upscale_lanczos(frame, size)
+
+
+def _upload(
+    store: ArtifactStore,
+    prefix: str,
+    video: Path,
+    wav: bytes,
+    portrait: Image.Image,
+    script: dict[str, Any],
+) -> list[dict[str, Any]]:
+    png = io.BytesIO()
+    portrait.save(png, "PNG")
+    artifacts: list[dict[str, Any]] = []
+    # The video last: a listing that shows it shows a complete set.
+    for name, data, ctype in (
+        ("speech.wav", wav, "audio/wav"),
+        ("stage.png", png.getvalue(), "image/png"),
+        ("script.json", json.dumps(script, indent=2).encode(), "application/json"),
+    ):
+        store.put_bytes(prefix + name, data, ctype)
+        artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
+    size = store.put_file(prefix + "video.mp4", video, "video/mp4")
+    artifacts.append({"name": "video.mp4", "key": prefix + "video.mp4", "size": size})
+    return [{**a, "url": store.presigned_url(a["key"])} for a in artifacts]
