@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -17,6 +17,7 @@ from gateway import errors, routes
 from gateway.hub import EVENT_ID
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
+from gateway.ui import mount_ui
 from myspinbot import __version__
 from myspinbot.settings import Settings, get_settings
 
@@ -59,9 +60,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
 
 
 def _add_platform_routes(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    mount_ui(app)
 
     @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
     async def livez() -> dict[str, str]:
@@ -70,7 +69,13 @@ def _add_platform_routes(app: FastAPI) -> None:
     @app.get("/health", summary="Health of the gateway and everything it depends on")
     async def health(request: Request) -> JSONResponse:
         s: Services = request.app.state.services
-        checks = {"redis": s.check_redis(), "database": s.check_db(), "s3": s.check_s3()}
+        checks: dict[str, Any] = {
+            "redis": s.check_redis(),
+            "database": s.check_db(),
+            "s3": s.check_s3(),
+        }
+        if s.settings.triton_url:
+            checks["triton"] = s.check_triton()
         results = await asyncio.gather(
             *(asyncio.wait_for(c, HEALTH_TIMEOUT_S) for c in checks.values()),
             return_exceptions=True,
@@ -78,7 +83,7 @@ def _add_platform_routes(app: FastAPI) -> None:
         components: dict[str, Any] = {"gateway": {"status": "ok", "version": __version__}}
         for name, res in zip(checks, results, strict=True):
             components[name] = (
-                {"status": "ok"}
+                {"status": "ok", **(res or {})}
                 if not isinstance(res, BaseException)
                 else {"status": "down", "error": str(res) or type(res).__name__}
             )

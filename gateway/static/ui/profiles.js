@@ -1,0 +1,98 @@
+// Trained profiles (GET /api/profiles): portrait, base model, date, LoRA downloads.
+
+import { api } from './api.js';
+import { downloadLink, fmtBytes, fmtDate, h } from './dom.js';
+
+const DOWNLOADS = [
+  ['pytorch_lora_weights.safetensors', 'LoRA (diffusers)'],
+  ['kohya_lora.safetensors', 'LoRA (kohya)'],
+  ['metadata.json', 'metadata'],
+];
+
+export class Profiles {
+  constructor(list, empty, { onChange = () => {}, onUse = () => {} } = {}) {
+    this.list = list;
+    this.empty = empty;
+    this.onChange = onChange;
+    this.onUse = onUse;
+    this.urls = new Map(); // profile id -> {artifact name: url}
+    this.loading = null;
+  }
+
+  load() {
+    // Coalesce: several trainings finishing together cause one reload.
+    this.loading ??= this.fetch().finally(() => (this.loading = null));
+    return this.loading;
+  }
+
+  async fetch() {
+    let body;
+    try {
+      body = await api.profiles();
+    } catch (err) {
+      this.empty.hidden = false;
+      this.empty.textContent = `Could not load the profiles: ${err.message}`;
+      this.empty.classList.add('error');
+      return;
+    }
+    const profiles = [...(body.profiles || [])].sort((a, b) => b.created_at - a.created_at);
+    this.empty.classList.remove('error');
+    this.empty.textContent = 'No trained profiles yet.';
+    this.empty.hidden = profiles.length > 0;
+    this.list.replaceChildren(...profiles.map((p) => this.row(p)));
+    this.onChange(profiles);
+  }
+
+  row(p) {
+    const thumb = h('div', { class: 'thumb' });
+    const links = h('p', { class: 'downloads' });
+    const placeholder = p.metadata && p.metadata.placeholderModel ? ' (placeholder weights)' : '';
+    const el = h(
+      'li',
+      { class: 'profile', dataset: { profileId: p.id } },
+      thumb,
+      h(
+        'div',
+        {},
+        h('strong', { class: 'profile-name', text: p.name }),
+        h('p', { class: 'hint', text: `${p.base_model || 'unknown base model'}${placeholder}` }),
+        h('p', { class: 'hint', text: `${fmtDate(p.created_at)} · trigger “${p.trigger_token || ''}”` }),
+        links,
+        h('button', { type: 'button', class: 'use', text: 'Make a video', onclick: () => this.onUse(p) }),
+      ),
+    );
+    this.fill(p, thumb, links);
+    return el;
+  }
+
+  async fill(p, thumb, links) {
+    const urls = await this.artifactUrls(p);
+    const portrait = urls['portrait.png'];
+    if (portrait) thumb.append(h('img', { src: portrait, alt: `${p.name}`, loading: 'lazy' }));
+    const sizes = Object.fromEntries((p.artifacts || []).map((a) => [a.name, a.size]));
+    const available = DOWNLOADS.filter(([name]) => urls[name]);
+    links.replaceChildren(
+      ...(available.length
+        ? available.map(([name, label]) => downloadLink(label, urls[name], `${name} ${fmtBytes(sizes[name])}`))
+        : [h('span', { class: 'hint', text: 'Downloads are not available for this profile.' })]),
+    );
+  }
+
+  // Download URLs: the profile's own when it has them, else those in the result of
+  // the training job that made it (presigned when it finished).
+  async artifactUrls(p) {
+    if (this.urls.has(p.id)) return this.urls.get(p.id);
+    const urls = {};
+    for (const a of p.artifacts || []) if (a.url) urls[a.name] = a.url;
+    if (!Object.keys(urls).length && p.job_id) {
+      try {
+        const job = await api.status(p.job_id);
+        for (const a of job.result?.artifacts || []) if (a.url) urls[a.name] = a.url;
+      } catch {
+        // Left without links; the row says so.
+      }
+    }
+    if (Object.keys(urls).length) this.urls.set(p.id, urls);
+    return urls;
+  }
+}
