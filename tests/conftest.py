@@ -4,6 +4,7 @@ an empty database of each supported kind."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,17 @@ import redis
 import sqlalchemy as sa
 
 from myspinbot.redisserver import EmbeddedRedis
-from tests.support import RunningPlatform
+from tests.support import TEST_TRITON_REPOSITORY, RunningPlatform
 
 # Triton fixtures (exported tiny repository, tritonserver, trained LoRAs) for any test.
 pytest_plugins = ["tests.triton_support"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_triton_repository() -> Iterator[None]:
+    """The tiny export the test platforms share (tests/support.py) goes with the run."""
+    yield
+    shutil.rmtree(TEST_TRITON_REPOSITORY, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from myspinbot.runtime.supervisor import up_argv
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = ROOT / "tests" / "functions" / "scripted"
 FUNCTIONS = ROOT / "functions"
+TEST_TRITON_REPOSITORY = Path(tempfile.gettempdir()) / f"myspinbot-test-triton-{os.getpid()}"
 
 
 def wait_for(
@@ -47,8 +49,21 @@ class RunningPlatform:
             if functions is not None
             else [FUNCTIONS / "status", FUNCTIONS / "ws-relay", SCRIPTED]
         )
-        self.env = {**os.environ, "MYSPINBOT_RECLAIM_IDLE_S": "2", **(env or {})}
-        for var in ("MYSPINBOT_REDIS_URL", "MYSPINBOT_S3_ENDPOINT", "MYSPINBOT_DATABASE_URL"):
+        self.env = {
+            **os.environ,
+            "MYSPINBOT_RECLAIM_IDLE_S": "2",
+            # Never the checkout's triton-models/: a developer's export of a real model
+            # stays untouched, and every platform of this test run shares one tiny export.
+            "MYSPINBOT_TRITON_REPOSITORY": str(TEST_TRITON_REPOSITORY),
+            **(env or {}),
+        }
+        for var in (
+            "MYSPINBOT_REDIS_URL",
+            "MYSPINBOT_S3_ENDPOINT",
+            "MYSPINBOT_DATABASE_URL",
+            "MYSPINBOT_TRITON_URL",
+            "MYSPINBOT_BASE_MODEL",
+        ):
             if env is None or var not in env:
                 self.env.pop(var, None)
         self.proc: subprocess.Popen[bytes] | None = None

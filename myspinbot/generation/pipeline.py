@@ -114,7 +114,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
 
     size = options.size or settings.video_size
     with step("stage"):
-        portrait, used, note = _portrait(run, deps, params, profile, size)
+        portrait, used, note, render = _portrait(run, deps, params, profile, size)
 
     animator = get_animator(settings)
     fps = settings.video_fps
@@ -153,6 +153,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "mode": params.mode,
         "portrait": used,
         **({"portraitNote": note} if note else {}),
+        **({"render": render} if render else {}),
         "script": script.model_dump(),
         "durationSeconds": round(info.duration_s, 3),
         "fps": fps,
@@ -207,9 +208,9 @@ def _portrait(
     params: GenerateParams,
     profile: ProfileRecord | None,
     size: int,
-) -> tuple[Image.Image, str, str | None]:
+) -> tuple[Image.Image, str, str | None, dict[str, Any] | None]:
     chosen = params.options.portrait or default_portrait(deps.settings, profile is not None)
-    note = None
+    note, render = None, None
     if params.options.portrait is None and chosen == "photo":
         note = (
             "The built-in base model renders noise, so the profile's best training photo "
@@ -222,14 +223,14 @@ def _portrait(
         key = _artifact_key(profile, PORTRAIT_FILE)
         image = Image.open(io.BytesIO(deps.store.get_bytes(key))).convert("RGB")
     else:
-        image = _render(run, deps, params, profile)
+        image, render = _render(run, deps, params, profile)
     run.progress("stage", 1.0, "Portrait ready")
-    return _square(image, size), chosen, note
+    return _square(image, size), chosen, note, render
 
 
 def _render(
     run: JobRun, deps: GenerateDeps, params: GenerateParams, profile: ProfileRecord | None
-) -> Image.Image:
+) -> tuple[Image.Image, dict[str, Any]]:
     from myspinbot.imaging.txt2img import BaseModelConfig, TritonTxt2Img, Txt2ImgOptions
     from myspinbot.models.loading import resolve_base_model
     from myspinbot.triton.client import ModelNotLoaded, TritonClient
@@ -251,11 +252,12 @@ def _render(
     triton = TritonClient(settings.triton_url, retry_s=settings.triton_retry_s)
     try:
         loras = LoraModels(triton, deps.redis, max_loaded=settings.lora_models_max)
-        unet = UNET
+        unet, load_s = UNET, None
         if profile is not None:
             run.progress("stage", 0.02, "Bringing the profile's LoRA online")
             key = _artifact_key(profile, LORA_FILE)
-            unet = loras.ensure(profile.id, lambda: deps.store.get_bytes(key)).name
+            lora = loras.ensure(profile.id, lambda: deps.store.get_bytes(key))
+            unet, load_s = lora.name, lora.load_seconds
         pipe = TritonTxt2Img(BaseModelConfig(base.path_or_id), triton)
         render_options = Txt2ImgOptions(
             steps=options.steps,
@@ -278,7 +280,16 @@ def _render(
             pixels = pipe(prompt, render_options, unet_model=unet, on_step=on_step)
     finally:
         triton.close()
-    return Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    info = {
+        "prompt": prompt,
+        "seed": seed,
+        "steps": options.steps,
+        "guidanceScale": options.guidance_scale,
+        "scheduler": options.scheduler,
+        "model": unet,
+        "loraLoadSeconds": None if load_s is None else round(load_s, 3),
+    }
+    return Image.fromarray(np.round(pixels * 255).astype(np.uint8)), info
 
 
 def _artifact_key(profile: ProfileRecord, name: str) -> str:

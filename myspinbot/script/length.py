@@ -19,14 +19,12 @@ def count_words(text: str) -> int:
 
 
 def words_per_min(voice: VoiceProfile | None) -> float:
-    """The speaker's pace: measured from the transcript, else from their syllable rate."""
+    """The pace the narration will be spoken at: the espeak-ng speed that imitates the
+    speaker (from their transcript's words per minute, else their syllable rate), within
+    espeak-ng's range, times its measured words per speed unit."""
     if voice is None:
         return DEFAULT_WORDS_PER_MIN
-    if voice.words_per_min is not None and voice.words_per_min > 0:
-        return voice.words_per_min
-    # espeak_speed turns the syllable rate into the espeak-ng speed that imitates it;
-    # times espeak-ng's measured words per speed unit, that is the speaker's own pace.
-    return espeak_speed(None, voice.syllables_per_s) * ESPEAK_WPM_PER_SPEED
+    return espeak_speed(voice.words_per_min, voice.syllables_per_s) * ESPEAK_WPM_PER_SPEED
 
 
 def estimate_speech_seconds(text: str, voice: VoiceProfile | None) -> float:

@@ -35,7 +35,13 @@ def words(n: int) -> str:
 
 def test_estimate_uses_the_speakers_pace() -> None:
     assert estimate_speech_seconds(words(150), None) == pytest.approx(60)  # ~150 wpm
-    assert estimate_speech_seconds(words(150), profile(words_per_min=100)) == pytest.approx(90)
+    # The pace the engine will speak at: the espeak-ng speed imitating 100 wpm (within
+    # rounding of the speed to whole units).
+    assert estimate_speech_seconds(words(150), profile(words_per_min=100)) == pytest.approx(
+        90, rel=0.01
+    )
+    # A transcript that implies 30 wpm is spoken at espeak-ng's slowest, not at 30 wpm.
+    assert estimate_speech_seconds(words(150), profile(words_per_min=30)) < 100
     # Without a transcript, the syllable rate stands in: faster talkers take less time.
     slow = estimate_speech_seconds(words(150), profile(None, syllables_per_s=3.0))
     fast = estimate_speech_seconds(words(150), profile(None, syllables_per_s=6.0))

@@ -1,0 +1,297 @@
+"""The generate function end to end on the real platform: tiny preset, the real
+tritonserver (started here, so a test can stop it), real espeak-ng and ffmpeg, and
+FakeOllama — a local HTTP server speaking Ollama's /api/generate protocol, standing in for
+the LLM, which cannot run here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from myspinbot.generation.pipeline import _square
+from myspinbot.imaging.txt2img import Txt2ImgOptions, diffusers_pipeline, render_reference
+from myspinbot.media.video import probe
+from myspinbot.models.loading import resolve_base_model
+from myspinbot.storage import ArtifactStore
+from myspinbot.triton.server import EmbeddedTriton
+from myspinbot.voice.profile import build_voice_profile
+from tests.functions.test_train_function import follow, submit
+from tests.media_fixtures import voice_clip
+from tests.script.fake_ollama import FakeOllama, running
+from tests.support import FUNCTIONS, RunningPlatform
+from tests.triton_support import Exported
+
+NARRATION = "Hello there. I am speaking from orbit, and this is my first video. Goodbye."
+STEPS = ["script", "speech", "stage", "animate", "finish"]
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[FakeOllama]:
+    with running(FakeOllama()) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def own_triton(
+    exported: Exported, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedTriton]:
+    """A tritonserver this module may stop and start again (on the same port)."""
+    server = EmbeddedTriton(exported.repository, tmp_path_factory.mktemp("gen-triton"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, own_triton: EmbeddedTriton, ollama: FakeOllama
+) -> Iterator[RunningPlatform]:
+    functions = [FUNCTIONS / n for n in ("status", "ws-relay", "train", "generate")]
+    env = {
+        "MYSPINBOT_TRITON_URL": own_triton.url,
+        "MYSPINBOT_TRITON_RETRY_S": "3",
+        "MYSPINBOT_OLLAMA_URL": ollama.url,
+        "MYSPINBOT_VIDEO_SIZE": "256",
+    }
+    p = RunningPlatform(tmp_path_factory.mktemp("generate"), functions=functions, env=env)
+    yield p.start()
+    assert p.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def profiles(platform: RunningPlatform) -> dict[str, str]:
+    """Two trained tiny profiles with different voices: low (95 Hz) and high (165 Hz)."""
+    # Different seeds and a brisk learning rate: two clearly different LoRAs.
+    options = {"steps": 20, "rank": 4, "learningRate": 1e-2}
+    ids = {
+        name: submit(platform, {**options, "seed": seed}, voice=voice_clip(f0))
+        for name, f0, seed in (("low", 95.0, 1), ("high", 165.0, 2))
+    }
+    for job_id in ids.values():
+        assert platform.wait_state(job_id, {"completed", "failed"}, timeout=300)["state"] == (
+            "completed"
+        ), platform.status(job_id)
+    return ids
+
+
+def generate(p: RunningPlatform, **body: Any) -> str:
+    resp = p.post("/api/generate", json=body)
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["jobId"])
+
+
+def finished(p: RunningPlatform, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    return p.wait_state(job_id, {"completed", "failed", "cancelled"}, timeout=timeout)
+
+
+def store(p: RunningPlatform) -> ArtifactStore:
+    return ArtifactStore(p.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret")
+
+
+def artifact(result: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in result["artifacts"] if a["name"] == name)
+
+
+def test_direct_generate_makes_a_browser_playable_mp4(
+    platform: RunningPlatform, profiles: dict[str, str], tmp_path: Path
+) -> None:
+    """Acceptance 1 and 5 (progress): H.264 + AAC, 25 fps, as long as the speech."""
+    job_id = generate(platform, profileId=profiles["low"], mode="direct", narration=NARRATION)
+    messages = follow(platform, job_id)
+    final = messages[-1]
+    assert final["state"] == "completed", final
+    result = platform.status(job_id)["result"]
+    assert result["portrait"] == "photo" and "renders noise" in result["portraitNote"]
+    assert result["script"] == {"stage": None, "narration": NARRATION}
+
+    for name in ("video.mp4", "speech.wav", "stage.png", "script.json"):
+        assert httpx.get(artifact(result, name)["url"], timeout=30).status_code == 200, name
+    video = tmp_path / "video.mp4"
+    video.write_bytes(httpx.get(result["video"]["url"], timeout=30).content)
+    info = probe(video)
+    wav = httpx.get(artifact(result, "speech.wav")["url"], timeout=30).content
+    speech_s = (len(wav) - 44) / 2 / 22050
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+    assert info.fps == 25 and (info.width, info.height) == (256, 256)
+    assert abs(info.duration_s - speech_s) <= 1 / 25
+    assert info.frames == round(25 * info.duration_s)
+
+    # Progress named each step, in order, and ended at 100.
+    steps_seen = [m["step"] for m in messages if m.get("step")]
+    order = [s for i, s in enumerate(steps_seen) if i == 0 or steps_seen[i - 1] != s]
+    assert order == STEPS, order
+    percents = [m["progress"] for m in messages]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert any("Rendering frame" in (m.get("message") or "") for m in messages)
+
+
+def test_two_profiles_speak_in_their_own_voices(
+    platform: RunningPlatform, profiles: dict[str, str]
+) -> None:
+    """Acceptance 4: the profiles' voice profiles give measurably different pitch."""
+    pitches = {}
+    for name, profile_id in profiles.items():
+        job_id = generate(platform, profileId=profile_id, mode="direct", narration=NARRATION)
+        result = finished(platform, job_id)["result"]
+        wav = httpx.get(artifact(result, "speech.wav")["url"], timeout=30).content
+        pitches[name] = build_voice_profile(wav, "speech.wav").profile.median_pitch_hz
+    assert pitches["high"] > pitches["low"] * 1.3, pitches
+
+
+def test_guided_mode_speaks_the_script_the_llm_wrote(
+    platform: RunningPlatform, profiles: dict[str, str], ollama: FakeOllama
+) -> None:
+    """Acceptance 3: the LLM's script is used; invalid JSON is retried once, then fails."""
+    script = {"stage": "a sunny beach", "narration": "Welcome to the beach. The sea is calm."}
+    ollama.replies[:] = ["this is not JSON", json.dumps(script)]
+    asked = len(ollama.requests)
+    job_id = generate(platform, profileId=profiles["low"], mode="guided", prompt="the beach")
+    final = finished(platform, job_id)
+    assert final["state"] == "completed", final
+    assert final["result"]["script"] == script
+    assert len(ollama.requests) - asked == 2  # one retry after the invalid reply
+    assert ollama.requests[-1]["format"] == "json"
+
+    ollama.replies[:] = ["nope", "still not JSON"]
+    job_id = generate(platform, profileId=profiles["low"], mode="guided", prompt="the beach")
+    final = finished(platform, job_id)
+    assert final["state"] == "failed"
+    assert final["error"].startswith("Writing the script failed:")
+    assert "unusable" in final["error"]
+
+
+def test_cancel_during_animation_leaves_no_video(
+    platform: RunningPlatform, profiles: dict[str, str]
+) -> None:
+    """Acceptance 5: cancelled at the next report during animation, nothing in S3."""
+    long = " ".join([NARRATION] * 6)
+    job_id = generate(platform, profileId=profiles["low"], mode="direct", narration=long)
+    sent = []
+
+    def cancel_in_animation(msg: dict[str, Any]) -> None:
+        if msg.get("step") == "animate" and not sent:
+            sent.append(platform.post(f"/api/jobs/{job_id}/cancel").status_code)
+
+    messages = follow(platform, job_id, on_message=cancel_in_animation)
+    assert sent == [202] and messages[-1]["state"] == "cancelled"
+    after = [m for m in messages if m.get("step") and m is not messages[-1]]
+    assert after[-1]["step"] == "animate"
+    time.sleep(1)
+    assert store(platform).list_keys(f"generations/{job_id}/") == []
+
+
+def _expected_stage(
+    platform: RunningPlatform, profile_id: str | None, render: dict[str, Any]
+) -> np.ndarray:
+    """The in-process diffusers render with the profile's LoRA (None: the base model),
+    resized as the job does."""
+    lora_dir = None
+    if profile_id is not None:
+        lora_dir = platform.data_dir / "lora" / profile_id
+        lora_dir.mkdir(parents=True, exist_ok=True)
+        key = f"profiles/{profile_id}/pytorch_lora_weights.safetensors"
+        data = store(platform).get_bytes(key)
+        (lora_dir / "pytorch_lora_weights.safetensors").write_bytes(data)
+    base = resolve_base_model(None, platform.data_dir / "models")
+    pipe = diffusers_pipeline(base.path_or_id, render["scheduler"], lora_dir=lora_dir)
+    options = Txt2ImgOptions(
+        steps=render["steps"], seed=render["seed"], guidance_scale=render["guidanceScale"]
+    )
+    pixels = render_reference(pipe, render["prompt"], options)
+    image = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    return np.asarray(_square(image, 256), dtype=np.int16)
+
+
+def test_render_portrait_uses_each_profiles_lora_through_triton(
+    platform: RunningPlatform, profiles: dict[str, str]
+) -> None:
+    """Issue 4 acceptance 3 and issue 5 acceptance 6: right after training, with nothing
+    restarted, `render` uses the profile's LoRA; two profiles at once each get their own."""
+    options = {"portrait": "render", "steps": 6, "seed": 11, "scheduler": "ddim"}
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {
+            name: pool.submit(
+                generate, platform, profileId=pid, mode="direct", narration="Hi.",
+                stage="on a beach", options=options,
+            ).result()
+            for name, pid in profiles.items()
+        }  # fmt: skip
+    results = {name: finished(platform, job_id) for name, job_id in jobs.items()}
+    stages = {}
+    for name, final in results.items():
+        assert final["state"] == "completed", final
+        result = final["result"]
+        assert result["portrait"] == "render"
+        assert result["render"]["model"].startswith("unet-lora-")
+        png = httpx.get(artifact(result, "stage.png")["url"], timeout=30).content
+        stages[name] = np.asarray(Image.open(__import__("io").BytesIO(png)), dtype=np.int16)
+        expected = _expected_stage(platform, profiles[name], result["render"])
+        # The same image up to 8-bit rounding (plus Lanczos resampling of it).
+        assert np.abs(stages[name] - expected).max() <= 2, name
+        assert np.abs(stages[name] - _expected_stage(platform, None, result["render"])).max() > 10
+    assert np.abs(stages["low"] - stages["high"]).max() > 10  # the two LoRAs differ
+
+
+def test_bad_generate_requests_get_readable_4xx(
+    platform: RunningPlatform, profiles: dict[str, str]
+) -> None:
+    """Acceptance 7."""
+    cases = [
+        ({"mode": "direct", "narration": ""}, 422, "narration"),
+        (
+            {"mode": "direct", "narration": "word " * 400, "profileId": profiles["low"]},
+            422,
+            "limit",
+        ),
+        ({"mode": "direct", "narration": "Hi.", "profileId": "nope"}, 404, "profile"),
+        ({"mode": "guided"}, 422, "prompt"),
+        ({"mode": "direct", "narration": "Hi.", "options": {"portrait": "oil"}}, 422, "portrait"),
+    ]
+    for body, status, word in cases:
+        resp = platform.post("/api/generate", json=body)
+        assert resp.status_code == status, (body, resp.text)
+        assert word in resp.json()["error"].lower(), resp.text
+
+
+def test_triton_stopped_mid_job_fails_it_readably_and_restart_recovers(
+    platform: RunningPlatform, profiles: dict[str, str], own_triton: EmbeddedTriton
+) -> None:
+    """Issue 4 acceptance 4 (runs last: it restarts Triton, whose LoRA models then reload)."""
+    options = {"portrait": "render", "steps": 150, "seed": 1}
+    job_id = generate(
+        platform, profileId=profiles["low"], mode="direct", narration="Hi.", options=options
+    )
+    stopped = []
+
+    def stop_while_rendering(msg: dict[str, Any]) -> None:
+        if msg.get("step") == "stage" and "step" in (msg.get("message") or "") and not stopped:
+            own_triton.stop()
+            stopped.append(True)
+
+    messages = follow(platform, job_id, on_message=stop_while_rendering)
+    assert stopped and messages[-1]["state"] == "failed"
+    error = platform.status(job_id)["error"]
+    assert error.startswith("Preparing the portrait failed:"), error
+    assert "Triton" in error and "unavailable" in error
+
+    health = platform.get("/health")
+    assert health.status_code == 503 and "triton" in health.json()["failing"]
+
+    own_triton.start()  # same port
+    assert platform.get("/health").status_code == 200
+    options["steps"] = 4
+    job_id = generate(
+        platform, profileId=profiles["low"], mode="direct", narration="Hi.", options=options
+    )
+    final = finished(platform, job_id)
+    assert final["state"] == "completed", final
+    assert final["result"]["render"]["loraLoadSeconds"] is not None  # reloaded after restart
