@@ -39,6 +39,12 @@ class TritonPythonModel:
         onnx_path = self._onnx_path(params)
 
         options = ort.SessionOptions()
+        # Busy-waiting worker threads steal the CPU from the other models' instances (and,
+        # on a small shared machine, from everything else); measured in bench/README.md.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = int(os.environ.get("MYSPINBOT_ORT_THREADS", "0") or 0)
+        if threads > 0:
+            options.intra_op_num_threads = threads
         model: str | bytes = str(onnx_path)
         if params.get("lora_file"):
             model = with_lora(onnx_path, self.model_dir / params["lora_file"])
