@@ -128,7 +128,7 @@ class RunningPlatform:
         payload = {
             "mode": "direct",
             "narration": "Hello there.",
-            "options": {"test": test or {}},
+            "stage": json.dumps(test or {}),  # the scripted function's instructions
             **body,
         }
         resp = self.post("/api/generate", json=payload)

@@ -150,7 +150,7 @@ def test_long_handler_is_not_reclaimed_while_its_process_lives(platform: Running
 
 
 def test_idempotency_key_returns_the_same_job(platform: RunningPlatform) -> None:
-    body = {"mode": "direct", "narration": "once", "options": {"test": {}}}
+    body = {"mode": "direct", "narration": "once", "stage": "{}"}
     a = platform.post("/api/generate", json=body, headers={"Idempotency-Key": "k-123"})
     b = platform.post("/api/generate", json=body, headers={"Idempotency-Key": "k-123"})
     assert a.status_code == b.status_code == 202
@@ -275,7 +275,7 @@ def test_many_concurrent_submits_are_all_accepted(platform: RunningPlatform) -> 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(base_url=platform.url, timeout=60, limits=limits) as client:
-            body = {"mode": "direct", "narration": "x", "options": {"test": {"steps": 1}}}
+            body = {"mode": "direct", "narration": "x", "stage": '{"steps": 1}'}
             replies = await asyncio.gather(
                 *(client.post("/api/generate", json=body) for _ in range(200))
             )

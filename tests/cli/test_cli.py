@@ -34,8 +34,8 @@ def test_help_explains_the_commands() -> None:
 
 
 def test_generate_follows_the_job_to_its_result(platform: RunningPlatform) -> None:
-    test_opts = json.dumps({"test": {"steps": 5, "sleep": 0.1, "echo": "from-cli"}})
-    result = cli(platform, "generate", "--narration", "Hello", "--options", test_opts)
+    test_opts = json.dumps({"steps": 5, "sleep": 0.1, "echo": "from-cli"})
+    result = cli(platform, "generate", "--narration", "Hello", "--stage", test_opts)
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout and "from-cli" in result.stdout
     assert "100%" in result.stdout
@@ -48,8 +48,8 @@ def test_jobs_status_and_cancel(platform: RunningPlatform) -> None:
         "--narration",
         "x",
         "--no-follow",
-        "--options",
-        json.dumps({"test": {"steps": 300, "sleep": 0.1}}),
+        "--stage",
+        json.dumps({"steps": 300, "sleep": 0.1}),
     ).stdout.strip()
     assert len(job_id) == 32
     listed = cli(platform, "jobs", "--limit", "50")

@@ -87,7 +87,7 @@ def test_sigterm_hands_back_a_running_job_and_exits_zero(redis_url: str, r: redi
     proc = start(SCRIPTED, redis_url, "--replica", "0")
     wait_for(lambda: r.hexists(keys.FUNCTIONS, "scripted-0"), timeout=30, what="registration")
     stream = keys.job_stream("generate")
-    job = {"id": "held", "type": "generate", "params": {"options": {"test": {"hold": 30}}}}
+    job = {"id": "held", "type": "generate", "params": {"stage": '{"hold": 30}'}}
     first = r.xadd(stream, {"body": json.dumps(job), "attempt": "1"})
     wait_for(lambda: r.llen("test:runs:held"), timeout=30, what="the job to start")
 

@@ -1,5 +1,6 @@
 """Test fixture, not product code: a job whose steps, delays and failures the
-test chooses via `options.test` of a generate request:
+test chooses as JSON in the `stage` text of a generate request (a field the API takes as
+free text; `options` is validated strictly):
 
     {"steps": 5, "sleep": 0.1, "fail": "always" | <n first attempts>, "hold": 6.0}
 
@@ -9,6 +10,7 @@ is recorded in the Redis list `test:runs:<job id>` as "start|end <pid> <attempt>
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -37,7 +39,7 @@ def _record(run: JobRun, what: str) -> None:
     ]
 )
 def handler(run: JobRun) -> dict[str, Any]:
-    spec = (run.params.get("options") or {}).get("test") or {}
+    spec = _spec(run.params)
     _record(run, "start")
     fail = spec.get("fail")
     if fail == "always" or (isinstance(fail, int) and run.attempt <= fail):
@@ -52,3 +54,11 @@ def handler(run: JobRun) -> dict[str, Any]:
     run.progress("finish", 1.0)
     _record(run, "end")
     return {"echo": spec.get("echo"), "steps": steps}
+
+
+def _spec(params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        spec = json.loads(params.get("stage") or "{}")
+    except ValueError:
+        return {}
+    return spec if isinstance(spec, dict) else {}
