@@ -63,7 +63,11 @@ from myspinbot.imaging.txt2img import (  # noqa: E402
     render_reference,
 )
 from myspinbot.models.loading import ResolvedModel, load_components  # noqa: E402
-from myspinbot.training.export import DIFFUSERS_FILE, metadata, save_diffusers_lora  # noqa: E402
+from myspinbot.training.export import (  # noqa: E402
+    DIFFUSERS_FILE,
+    result_metadata,
+    save_diffusers_lora,
+)
 from myspinbot.training.lora import LoraConfig, LoraTrainer  # noqa: E402
 from myspinbot.triton import repository as repo  # noqa: E402
 from myspinbot.triton.client import TritonClient  # noqa: E402
@@ -399,19 +403,7 @@ def train_lora(base: ResolvedModel, out: Path, steps: int) -> Path:
     images = shape_images(4)
     trainer.prepare(images, [CAPTION] * len(images))
     result = trainer.train(lambda _: None)
-    meta = metadata(
-        base_model=base.spec,
-        base_model_hash=base.model_hash,
-        rank=result.rank,
-        alpha=result.alpha,
-        steps=result.steps,
-        trigger_token="sks",
-        loss_curve=result.loss_curve,
-        image_count=len(images),
-        resolution=result.resolution,
-        seconds=result.seconds,
-        device=result.device,
-    )
+    meta = result_metadata(result, base, trigger_token="sks", image_count=len(images))
     return save_diffusers_lora(result, out, meta)
 
 

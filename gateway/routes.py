@@ -15,6 +15,7 @@ from gateway import uploads
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
+from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
@@ -215,6 +216,15 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
         voice = VoiceProfile.model_validate(voice_data) if voice_data else None
     elif body.options.portrait == "photo":
         raise ApiError(422, "Portrait `photo` needs a profile (`profileId`).")
+    if body.options.portrait_image:
+        key = portrait_key(body.options.portrait_image)
+        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+            raise ApiError(
+                422,
+                f"No uploaded portrait {body.options.portrait_image!r}: upload it with "
+                "POST /api/portraits first.",
+                field="options.portraitImage",
+            )
     if body.narration:
         try:
             check_narration_length(body.narration, voice, s.settings.narration_max_seconds)
@@ -232,6 +242,48 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
         if cap is not None and not cap.get("available", True):
             reason = cap.get("reason") or "the generate function does not offer it"
             raise ApiError(422, f"{what} is not available: {reason}")
+
+
+@router.post(
+    "/portraits",
+    status_code=201,
+    summary="Upload a portrait for `generate` (options.portrait `upload`)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "A JPEG/PNG/WebP portrait, face centred",
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def upload_portrait(request: Request) -> JSONResponse:
+    s = services(request)
+    try:
+        form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
+    except Exception as exc:
+        raise ApiError(400, f"Could not read the upload: {exc}") from None
+    upload = form.get("image")
+    if not isinstance(upload, StarletteUpload):
+        raise ApiError(400, "Add the portrait in the `image` field", field="image")
+    data = await uploads.read_limited(upload, s.settings.max_upload_bytes, "image")
+    content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
+    if s.store is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    portrait_id = new_job_id()
+    await anyio.to_thread.run_sync(s.store.put_bytes, portrait_key(portrait_id), data, content_type)
+    return JSONResponse({"portraitId": portrait_id}, status_code=201)
 
 
 @router.get("/status/{job_id}", summary="A job's current state")

@@ -48,7 +48,7 @@ async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
     return data
 
 
-def check_image(name: str, data: bytes) -> str:
+def check_image(name: str, data: bytes, field: str = "images") -> str:
     """Return the content type of a real JPEG/PNG/WebP image, or raise a 4xx."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -61,24 +61,24 @@ def check_image(name: str, data: bytes) -> str:
                     413,
                     f"image {name!r} is {width}x{height} pixels; the limit is "
                     f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels",
-                    field="images",
+                    field=field,
                 )
             img.verify()
         except ApiError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ApiError(
-                413, f"image {name!r} has too many pixels to decode safely", field="images"
+                413, f"image {name!r} has too many pixels to decode safely", field=field
             ) from None
         except Exception:
             raise ApiError(
                 415,
                 f"{name!r} is not a readable image (JPEG, PNG or WebP expected)",
-                field="images",
+                field=field,
             ) from None
     if fmt not in IMAGE_FORMATS:
         raise ApiError(
-            415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP", field="images"
+            415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP", field=field
         )
     return IMAGE_FORMATS[fmt]
 

@@ -11,7 +11,7 @@ import pytest
 
 from myspinbot.imaging.export import ExportResult, export_repository
 from myspinbot.models.loading import ResolvedModel, load_components, resolve_base_model
-from myspinbot.training.export import metadata, save_diffusers_lora
+from myspinbot.training.export import result_metadata, save_diffusers_lora
 from myspinbot.training.lora import LoraConfig, LoraTrainer
 from myspinbot.triton.server import EmbeddedTriton
 from tests.models.support import CAPTION, one_thread, shape_images
@@ -58,19 +58,7 @@ def train_lora(base: ResolvedModel, out: Path, *, seed: int, shapes: int) -> Pat
         images = shape_images(shapes)
         trainer.prepare(images, [CAPTION] * len(images))
         result = trainer.train(lambda _: None)
-    meta = metadata(
-        base_model=base.spec,
-        base_model_hash=base.model_hash,
-        rank=result.rank,
-        alpha=result.alpha,
-        steps=result.steps,
-        trigger_token="sks",
-        loss_curve=result.loss_curve,
-        image_count=len(images),
-        resolution=result.resolution,
-        seconds=result.seconds,
-        device=result.device,
-    )
+    meta = result_metadata(result, base, trigger_token="sks", image_count=len(images))
     save_diffusers_lora(result, out, meta)
     return out
 

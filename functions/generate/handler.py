@@ -36,7 +36,11 @@ def init_context(context: Any) -> None:
                 "direct": {"available": True},
                 "guided": {"available": guided, **({"reason": reason} if reason else {})},
             },
-            "portraits": {"photo": {"available": True}, "render": render},
+            "portraits": {
+                "photo": {"available": True},
+                "upload": {"available": True},
+                "render": render,
+            },
             "defaultPortrait": default_portrait(settings),
             "narrationMaxSeconds": settings.narration_max_seconds,
         }

@@ -10,9 +10,10 @@ from typing import Any
 
 import redis
 
-from myspinbot.db import JobHistory
+from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.jobs.queries import JobQueries
 from myspinbot.settings import get_settings
+from myspinbot.storage import ArtifactStore
 
 MAX_PAGE = 200
 
@@ -23,6 +24,10 @@ def init_context(context: Any) -> None:
     history = JobHistory(settings.sqlalchemy_url)
     context.user_data.history = history
     context.user_data.queries = JobQueries(client, history)
+    # Download links are signed per request: a stored URL would expire with its signature.
+    context.user_data.store = (
+        ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
+    )
     context.user_data.capabilities = {"status": {"available": True}}
 
 
@@ -74,10 +79,21 @@ def handler(context: Any, event: Any) -> Any:
         return _json(context, 200, detail)
     if parts == ["profiles"]:
         profiles = context.user_data.history.list_profiles()
-        return _json(context, 200, {"profiles": [p.model_dump(mode="json") for p in profiles]})
+        return _json(context, 200, {"profiles": [_profile_view(context, p) for p in profiles]})
     if len(parts) == 2 and parts[0] == "profiles":
         profile = context.user_data.history.get_profile(parts[1])
         if profile is None:
             return _json(context, 404, {"error": f"No profile with id {parts[1]!r}"})
-        return _json(context, 200, profile.model_dump(mode="json"))
+        return _json(context, 200, _profile_view(context, profile))
     return _json(context, 404, {"error": f"Unknown path {event.path!r}"})
+
+
+def _profile_view(context: Any, profile: ProfileRecord) -> dict[str, Any]:
+    view: dict[str, Any] = profile.model_dump(mode="json")
+    store = context.user_data.store
+    if store is not None:
+        view["artifacts"] = [
+            {**a, "url": store.presigned_url(a["key"])} if a.get("key") else a
+            for a in view["artifacts"]
+        ]
+    return view

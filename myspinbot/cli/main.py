@@ -258,7 +258,17 @@ def train(
 @click.option("--narration", help="The words to speak (direct mode).")
 @click.option("--prompt", help="A topic; an LLM writes the script (guided mode).")
 @click.option("--stage", help="Scene description.")
-@click.option("--options", "options_json", default=None, help="JSON object of options.")
+@click.option(
+    "--portrait",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use this image as the portrait (uploaded first).",
+)
+@click.option(
+    "--options",
+    "options_json",
+    default=None,
+    help='JSON object, e.g. \'{"portrait": "render", "steps": 30, "seed": 1}\'.',
+)
 @click.option("--no-follow", is_flag=True, help="Print the job id and return.")
 def generate(
     url: str,
@@ -266,10 +276,15 @@ def generate(
     narration: str | None,
     prompt: str | None,
     stage: str | None,
+    portrait: Path | None,
     options_json: str | None,
     no_follow: bool,
 ) -> None:
-    """Make a video: --narration for direct mode, --prompt for guided mode."""
+    """Make a video: --narration for direct mode, --prompt for guided mode.
+
+    The portrait is the profile's photo, a render of the profile in the --stage scene
+    (options.portrait = "render"), or an image of your own (--portrait FILE).
+    """
     if bool(narration) == bool(prompt):
         raise click.UsageError("give exactly one of --narration (direct) or --prompt (guided)")
     body: dict[str, Any] = {
@@ -279,8 +294,13 @@ def generate(
         "stage": stage,
         "profileId": profile_id,
     }
-    if options_json:
-        body["options"] = json.loads(options_json)
+    options = json.loads(options_json) if options_json else {}
+    if portrait is not None:
+        with portrait.open("rb") as f:
+            uploaded = _api(url, "POST", "/api/portraits", files={"image": (portrait.name, f)})
+        options.update(portrait="upload", portraitImage=uploaded["portraitId"])
+    if options:
+        body["options"] = options
     job = _api(url, "POST", "/api/generate", json={k: v for k, v in body.items() if v is not None})
     _follow_or_print(url, job["jobId"], no_follow)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scheduler = Literal["default", "ddim", "euler", "dpm", "pndm"]
 
@@ -12,11 +12,18 @@ Scheduler = Literal["default", "ddim", "euler", "dpm", "pndm"]
 class GenerateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    portrait: Literal["render", "photo"] | None = Field(
+    portrait: Literal["render", "photo", "upload"] | None = Field(
         None,
         description="`render`: the profile's LoRA renders the person in the `stage` scene "
-        "(through Triton); `photo`: the profile's best training photo. Default: `render` "
-        "with a real base model, `photo` with the built-in random-weight ones.",
+        "(through Triton); `photo`: the profile's best training photo; `upload`: an image "
+        "sent to `POST /api/portraits` (`portraitImage`). Default: `render` with a real base "
+        "model, `photo` with the built-in random-weight ones.",
+    )
+    portrait_image: str | None = Field(
+        None,
+        alias="portraitImage",
+        pattern=r"^[0-9a-f]{32}$",
+        description="The `portraitId` from `POST /api/portraits` (portrait `upload`).",
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed of the rendering.")
     steps: int = Field(25, ge=1, le=150, description="Diffusion steps of the rendering.")
@@ -28,3 +35,18 @@ class GenerateOptions(BaseModel):
     upscale: bool = Field(
         False, description="Animate at half the size, then Lanczos-upscale every frame."
     )
+
+    @model_validator(mode="after")
+    def _upload_needs_image(self) -> GenerateOptions:
+        if self.portrait_image and self.portrait is None:
+            self.portrait = "upload"
+        if self.portrait == "upload" and not self.portrait_image:
+            raise ValueError("portrait `upload` needs `portraitImage` (from POST /api/portraits)")
+        if self.portrait_image and self.portrait != "upload":
+            raise ValueError("`portraitImage` goes with portrait `upload`")
+        return self
+
+
+def portrait_key(portrait_id: str) -> str:
+    """Where an uploaded portrait is kept in S3."""
+    return f"portraits/{portrait_id}"

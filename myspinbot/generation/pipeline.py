@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
-from myspinbot.generation.options import GenerateOptions
+from myspinbot.generation.options import GenerateOptions, portrait_key
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
@@ -216,7 +216,16 @@ def _portrait(
             "The built-in base model renders noise, so the profile's best training photo "
             "was used; set MYSPINBOT_BASE_MODEL to a real SD 1.5 model to render scenes."
         )
-    if chosen == "photo":
+    if chosen == "upload":
+        run.progress("stage", 0.0, "Loading the uploaded portrait")
+        from myspinbot.training.dataset import Unusable, decode_image
+
+        data = deps.store.get_bytes(portrait_key(params.options.portrait_image or ""))
+        try:
+            image = decode_image(data)
+        except Unusable as exc:
+            raise PermanentError(f"The uploaded portrait cannot be used: {exc}") from None
+    elif chosen == "photo":
         if profile is None:
             raise PermanentError("Portrait `photo` needs a profile: choose one, or `render`.")
         run.progress("stage", 0.0, "Loading the profile's photo")

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from myspinbot.models.hf import hf
+from myspinbot.models.loading import ResolvedModel
 from myspinbot.training.lora import TrainResult
 
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
@@ -60,6 +61,32 @@ def metadata(
         "device": device,
         **extra,
     }
+
+
+def result_metadata(
+    result: TrainResult,
+    base: ResolvedModel,
+    *,
+    trigger_token: str,
+    image_count: int,
+    loss_curve: Sequence[float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """`metadata` for a finished run on `base` (the loss curve: the result's, or one given)."""
+    return metadata(
+        base_model=base.spec,
+        base_model_hash=base.model_hash,
+        rank=result.rank,
+        alpha=result.alpha,
+        steps=result.steps,
+        trigger_token=trigger_token,
+        loss_curve=result.loss_curve if loss_curve is None else loss_curve,
+        image_count=image_count,
+        resolution=result.resolution,
+        seconds=result.seconds,
+        device=result.device,
+        **extra,
+    )
 
 
 def save_diffusers_lora(

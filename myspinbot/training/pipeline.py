@@ -272,23 +272,16 @@ def _export(
     profile_id: str,
     store: ArtifactStore,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from myspinbot.training.export import metadata as build_metadata
-    from myspinbot.training.export import save_diffusers_lora, save_kohya_lora
+    from myspinbot.training.export import result_metadata, save_diffusers_lora, save_kohya_lora
 
     prefix = profile_prefix(profile_id)
     curve = _downsample(result.loss_curve, LOSS_CURVE_POINTS)
-    meta = build_metadata(
-        base_model=model.spec,
-        base_model_hash=model.model_hash,
-        rank=result.rank,
-        alpha=result.alpha,
-        steps=result.steps,
+    meta = result_metadata(
+        result,
+        model,
         trigger_token=token,
-        loss_curve=curve,
         image_count=len(dataset.images),
-        resolution=result.resolution,
-        seconds=result.seconds,
-        device=result.device,
+        loss_curve=curve,
         name=params.name,
         finalLoss=curve[-1] if curve else None,
         voice=voice,

@@ -5,7 +5,12 @@ the LLM, which cannot run here."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +30,9 @@ from myspinbot.storage import ArtifactStore
 from myspinbot.triton.server import EmbeddedTriton
 from myspinbot.voice.profile import build_voice_profile
 from tests.functions.test_train_function import follow, submit
-from tests.media_fixtures import voice_clip
+from tests.media_fixtures import face_photos, voice_clip
 from tests.script.fake_ollama import FakeOllama, running
-from tests.support import FUNCTIONS, RunningPlatform
+from tests.support import FUNCTIONS, ROOT, RunningPlatform
 from tests.triton_support import Exported
 
 NARRATION = "Hello there. I am speaking from orbit, and this is my first video. Goodbye."
@@ -233,7 +238,7 @@ def test_render_portrait_uses_each_profiles_lora_through_triton(
         assert result["portrait"] == "render"
         assert result["render"]["model"].startswith("unet-lora-")
         png = httpx.get(artifact(result, "stage.png")["url"], timeout=30).content
-        stages[name] = np.asarray(Image.open(__import__("io").BytesIO(png)), dtype=np.int16)
+        stages[name] = np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
         expected = _expected_stage(platform, profiles[name], result["render"])
         # The same image up to 8-bit rounding (plus Lanczos resampling of it).
         assert np.abs(stages[name] - expected).max() <= 2, name
@@ -262,11 +267,55 @@ def test_bad_generate_requests_get_readable_4xx(
         assert word in resp.json()["error"].lower(), resp.text
 
 
+def test_an_uploaded_portrait_is_animated(
+    platform: RunningPlatform, profiles: dict[str, str], tmp_path: Path
+) -> None:
+    """The portrait can be an image sent with the request (POST /api/portraits), here
+    through the CLI's --portrait."""
+    name, photo = face_photos(1)[0]
+    path = tmp_path / name
+    path.write_bytes(photo)
+    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    args = [
+        "generate",
+        "--profile",
+        profiles["high"],
+        "--narration",
+        "Hi.",
+        "--portrait",
+        str(path),
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "myspinbot", *args], env=env, capture_output=True, text=True,
+        timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    job_id = next(j["jobId"] for j in platform.get("/api/jobs").json()["jobs"])
+    result = platform.status(job_id)["result"]
+    assert result["portrait"] == "upload"
+    png = httpx.get(artifact(result, "stage.png")["url"], timeout=30).content
+    stage = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32)
+    expected = np.asarray(_square(Image.open(io.BytesIO(photo)).convert("RGB"), 256), np.float32)
+    assert np.abs(stage - expected).mean() < 2.0
+
+
+def test_bad_portrait_uploads_are_refused(platform: RunningPlatform) -> None:
+    resp = platform.post("/api/portraits", files={"image": ("notes.jpg", b"just text")})
+    assert resp.status_code == 415 and resp.json()["field"] == "image"
+    body = {"mode": "direct", "narration": "Hi.", "options": {"portraitImage": "0" * 32}}
+    resp = platform.post("/api/generate", json=body)
+    assert resp.status_code == 422 and "POST /api/portraits" in resp.json()["error"]
+    body["options"] = {"portrait": "upload"}
+    resp = platform.post("/api/generate", json=body)
+    assert resp.status_code == 422 and "portraitImage" in resp.json()["error"]
+
+
 def test_triton_stopped_mid_job_fails_it_readably_and_restart_recovers(
     platform: RunningPlatform, profiles: dict[str, str], own_triton: EmbeddedTriton
 ) -> None:
     """Issue 4 acceptance 4 (runs last: it restarts Triton, whose LoRA models then reload)."""
     options = {"portrait": "render", "steps": 150, "seed": 1}
+    assert own_triton.pid is not None
     job_id = generate(
         platform, profileId=profiles["low"], mode="direct", narration="Hi.", options=options
     )
@@ -274,6 +323,8 @@ def test_triton_stopped_mid_job_fails_it_readably_and_restart_recovers(
 
     def stop_while_rendering(msg: dict[str, Any]) -> None:
         if msg.get("step") == "stage" and "step" in (msg.get("message") or "") and not stopped:
+            # Killed, not stopped: a graceful stop lets in-flight work finish for seconds.
+            os.kill(own_triton.pid, signal.SIGKILL)
             own_triton.stop()
             stopped.append(True)
 

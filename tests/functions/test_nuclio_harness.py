@@ -87,12 +87,13 @@ def emitted(r: redis.Redis) -> list[dict[str, Any]]:
     return [json.loads(f["body"]) for _, f in r.xrange(keys.EVENTS)]
 
 
-def test_generate_says_plainly_that_it_is_not_built(r: redis.Redis) -> None:
+def test_generate_fails_a_malformed_job_without_retrying(r: redis.Redis) -> None:
     job = Job(type="generate")
     event = nuclio_sdk.Event(body={"id": job.id, "type": "generate", "params": {}})
     out = Platform().call_handler(load("generate").handler, event)
-    assert out["state"] == "failed"
-    assert emitted(r)[-1]["state"] == "failed" and "not available" in emitted(r)[-1]["error"]
+    assert out["state"] == "failed"  # returned, not raised: the runtime acks it
+    last = emitted(r)[-1]
+    assert last["state"] == "failed" and "malformed" in last["error"] and "mode" in last["error"]
 
 
 def test_train_fails_a_malformed_job_without_retrying(r: redis.Redis) -> None:

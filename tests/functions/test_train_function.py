@@ -123,7 +123,10 @@ def test_train_produces_a_loadable_profile(platform: RunningPlatform, tmp_path: 
     assert meta["steps"] == 40 and meta["rank"] == 4 and meta["triggerToken"] == "sks"
 
     profiles = platform.get("/api/profiles").json()["profiles"]
-    assert any(pr["id"] == result["profileId"] for pr in profiles)
+    listed = next(pr for pr in profiles if pr["id"] == result["profileId"])
+    # Freshly signed download links on every listing (a stored link would expire).
+    lora = next(a for a in listed["artifacts"] if a["name"] == "kohya_lora.safetensors")
+    assert httpx.get(lora["url"]).content == (tmp_path / "kohya_lora.safetensors").read_bytes()
 
     # The LoRA loads into a diffusers pipeline of the same base model and changes its output;
     # the kohya-format file gives the same output as the diffusers one.

@@ -17,7 +17,7 @@ from myspinbot.models.loading import ResolvedModel, load_components, resolve_bas
 from myspinbot.training.export import (
     DIFFUSERS_FILE,
     KOHYA_FILE,
-    metadata,
+    result_metadata,
     save_diffusers_lora,
     save_kohya_lora,
 )
@@ -53,19 +53,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     images = shape_images(4)
     trainer.prepare(images, [CAPTION] * 4)
     result = trainer.train(lambda _: None)
-    meta = metadata(
-        base_model=model.spec,
-        base_model_hash=model.model_hash,
-        rank=result.rank,
-        alpha=result.alpha,
-        steps=result.steps,
-        trigger_token="sks",
-        loss_curve=result.loss_curve,
-        image_count=len(images),
-        resolution=result.resolution,
-        seconds=result.seconds,
-        device=result.device,
-    )
+    meta = result_metadata(result, model, trigger_token="sks", image_count=len(images))
     out = tmp_path_factory.mktemp("lora")
     return Trained(
         model,
