@@ -1,6 +1,7 @@
 """The web UI in a real browser against the real platform: train a profile, make a
-video, cancel, see the server's errors next to the fields, survive a dropped
-WebSocket. Screenshots of each step land in test-artifacts/ui/<test>/."""
+video (also from a portrait of one's own), cancel, see the server's errors next to the
+fields, survive a dropped WebSocket. Screenshots of each step land in
+test-artifacts/ui/<test>/."""
 
 from __future__ import annotations
 
@@ -228,6 +229,70 @@ def test_generating_a_video_plays_it_inline(platform: RunningPlatform, watch: Wa
     watch.shot("video")
 
 
+def pick_upload_portrait(page: Page, profile: dict[str, Any], narration: str) -> None:
+    page.select_option("#gen-profile", profile["id"])
+    page.check('input[name="mode"][value="direct"]')
+    page.fill("#gen-narration", narration)
+    expect(page.locator("#gen-portrait")).to_be_hidden()
+    page.check('input[name="portrait"][value="upload"]')
+    expect(page.locator("#gen-portrait")).to_be_visible()
+
+
+def test_a_video_can_use_an_uploaded_portrait(platform: RunningPlatform, watch: Watch) -> None:
+    profile = ensure_profile(platform)
+    caps = generate_capability(platform)
+    assert caps.get("available") is not False, f"generate is unavailable: {caps.get('reason')}"
+    assert caps["portraits"]["upload"].get("available") is not False, caps["portraits"]
+    page = open_ui(watch, platform)
+    default = page.locator(f'input[name="portrait"][value="{caps["defaultPortrait"]}"]')
+    expect(default).to_be_checked()
+
+    pick_upload_portrait(page, profile, "Hello! This video uses a portrait of my own.")
+    name, photo = face_photos(2)[1]
+    page.set_input_files("#gen-portrait", as_file(name, photo, MIME[name.rsplit(".", 1)[1]]))
+    preview = page.locator("#gen-portrait-preview")
+    expect(preview).to_be_visible()
+    assert (preview.get_attribute("src") or "").startswith("blob:")
+    wait_for(
+        lambda: preview.evaluate("i => i.complete && i.naturalWidth > 0"),
+        timeout=10,
+        what="the portrait preview",
+    )
+    watch.shot("filled")
+
+    # The image goes first, the job only once it is stored; one of each however often
+    # the button is pressed meanwhile.
+    held = hold(page, "**/api/portraits")
+    submit_insistently(page, "#generate-form", GENERATE_SUBMIT)
+    assert len(held) == 1 and not watch.posts("/api/generate")
+    with (
+        page.expect_response("**/api/portraits") as uploaded,
+        page.expect_response("**/api/generate") as info,
+    ):
+        held[0].continue_()
+    page.unroute("**/api/portraits")
+    assert uploaded.value.status == 201, uploaded.value.text()
+    assert info.value.status == 202, info.value.text()
+    portrait_id = uploaded.value.json()["portraitId"]
+    sent = json.loads(info.value.request.post_data or "{}")
+    assert sent["options"] == {"portrait": "upload", "portraitImage": portrait_id}, sent
+    assert len(watch.posts("/api/portraits")) == 1 and len(watch.posts("/api/generate")) == 1
+
+    job_id = str(info.value.json()["jobId"])
+    row = job_row(page, job_id)
+    expect(row).to_have_attribute("data-state", "completed", timeout=240_000)
+    assert platform.status(job_id)["result"]["portrait"] == "upload"
+    expect(row.locator(".job-result")).to_contain_text("portrait: upload")
+    video = row.locator("video")
+    wait_for(
+        lambda: video.evaluate("v => v.readyState >= 2 && v.duration > 0"),
+        timeout=30,
+        what="the video to load",
+    )
+    assert video.evaluate("v => v.error") is None
+    watch.shot("video")
+
+
 # --- 3. cancel (after a reload) -------------------------------------------------------------------
 def test_a_running_job_can_be_cancelled_after_a_reload(
     platform: RunningPlatform, watch: Watch
@@ -321,6 +386,37 @@ def test_an_empty_narration_shows_the_servers_error_at_the_narration(
     expect(page.locator("#gen-narration")).to_have_attribute("aria-invalid", "true")
     expect(page.locator(GENERATE_SUBMIT)).to_be_enabled()
     assert len(watch.posts("/api/generate")) == 1
+    watch.shot("error")
+
+
+def test_a_non_image_portrait_shows_the_servers_error_at_the_file_input(
+    platform: RunningPlatform, watch: Watch
+) -> None:
+    profile = ensure_profile(platform)
+    page = open_ui(watch, platform)
+    watch.allow(r"Failed to load resource: the server responded with a status of 415")
+    pick_upload_portrait(page, profile, "Hello")
+    error = page.locator('#generate-form .field-error[data-error-for="image"]')
+
+    # Nothing picked: said here, nothing sent.
+    page.click(GENERATE_SUBMIT)
+    expect(error).to_have_text("Pick an image for the portrait.")
+    assert not watch.posts("/api/portraits")
+
+    page.set_input_files("#gen-portrait", as_file("notes.txt", b"just text", "text/plain"))
+    expect(page.locator("#gen-portrait-preview")).to_be_hidden()  # it could not be shown
+    watch.shot("picked")
+    with page.expect_response("**/api/portraits") as info:
+        page.click(GENERATE_SUBMIT)
+    assert info.value.status == 415
+    message = info.value.json()["error"]
+    assert "notes.txt" in message
+    expect(error).to_have_text(message)
+    expect(page.locator("#gen-portrait")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(GENERATE_SUBMIT)).to_be_enabled()
+    page.wait_for_timeout(300)
+    assert not watch.posts("/api/generate")
+    assert len(watch.posts("/api/portraits")) == 1
     watch.shot("error")
 
 

@@ -64,5 +64,6 @@ export const api = {
   cancel: (jobId) => request(`/api/jobs/${encodeURIComponent(jobId)}/cancel`, { method: 'POST' }),
   profiles: () => request('/api/profiles'),
   train: (formData) => request('/api/train', { method: 'POST', form: formData, headers: idempotent() }),
+  portrait: (formData) => request('/api/portraits', { method: 'POST', form: formData }),
   generate: (body) => request('/api/generate', { method: 'POST', json: body, headers: idempotent() }),
 };

@@ -1,8 +1,9 @@
 // The "Generate a video" form. What the generate function can do right now
 // (GET /api/capabilities) decides which modes and portraits can be chosen, so an
-// unavailable one is shown as such instead of failing after submit.
+// unavailable one is shown as such instead of failing after submit. A portrait of
+// one's own is previewed when picked and uploaded (POST /api/portraits) on submit.
 
-import { api } from './api.js';
+import { api, ApiError } from './api.js';
 import { h } from './dom.js';
 import { isBusy, submitOnce } from './forms.js';
 
@@ -10,9 +11,12 @@ export function setupGenerate(form, banner, { onSubmitted }) {
   const select = form.querySelector('#gen-profile');
   const button = form.querySelector('button[type="submit"]');
   const portraits = form.querySelector('#portraits');
+  const image = form.querySelector('#gen-portrait');
+  const preview = form.querySelector('#gen-portrait-preview');
   let profiles = [];
   let portraitChosen = false; // the person picked one: the server's default no longer applies
   let blocked = 'Checking what the server can do…'; // why submitting is impossible, or null
+  let uploaded = null; // {file, id}: the picked image, already uploaded
 
   function mode() {
     return form.elements.mode.value;
@@ -20,6 +24,11 @@ export function setupGenerate(form, banner, { onSubmitted }) {
 
   function showMode() {
     for (const el of form.querySelectorAll('[data-mode]')) el.hidden = el.dataset.mode !== mode();
+  }
+
+  function showPortrait() {
+    const portrait = form.elements.portrait.value;
+    for (const el of form.querySelectorAll('[data-portrait]')) el.hidden = el.dataset.portrait !== portrait;
   }
 
   function refreshButton() {
@@ -69,9 +78,10 @@ export function setupGenerate(form, banner, { onSubmitted }) {
     if (!portraits.hidden) {
       const preferred = form.querySelector(`input[name="portrait"][value="${gen.defaultPortrait}"]`);
       if (preferred && !portraitChosen) preferred.checked = true;
-      choices('portrait', ['photo', 'render'], gen.portraits);
+      choices('portrait', ['photo', 'render', 'upload'], gen.portraits);
     }
     showMode();
+    showPortrait();
     refreshButton();
   }
 
@@ -95,8 +105,48 @@ export function setupGenerate(form, banner, { onSubmitted }) {
 
   form.addEventListener('change', (ev) => {
     if (ev.target.name === 'mode') showMode();
-    if (ev.target.name === 'portrait') portraitChosen = true;
+    if (ev.target.name === 'portrait') {
+      portraitChosen = true;
+      showPortrait();
+    }
   });
+
+  image.addEventListener('change', () => {
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    const file = image.files[0];
+    preview.hidden = !file;
+    if (file) preview.src = URL.createObjectURL(file);
+    else preview.removeAttribute('src');
+  });
+  preview.addEventListener('error', () => (preview.hidden = true)); // not an image: the server will say so
+
+  // The picked image's id on the server, uploading it unless that is done already.
+  async function portraitId() {
+    const file = image.files[0];
+    if (!file) throw new ApiError('Pick an image for the portrait.', { field: 'image' });
+    if (uploaded?.file !== file) {
+      const data = new FormData();
+      data.append('image', file, file.name);
+      try {
+        uploaded = { file, id: (await api.portrait(data)).portraitId };
+      } catch (err) {
+        err.field ||= 'image'; // shown next to the file input, whatever went wrong
+        throw err;
+      }
+    }
+    return uploaded.id;
+  }
+
+  // The render options that were filled in; the server has defaults for the others.
+  function renderOptions() {
+    const out = {};
+    for (const name of ['steps', 'seed', 'guidanceScale']) {
+      const raw = form.elements[name].value.trim();
+      if (raw !== '') out[name] = Number(raw);
+    }
+    if (form.elements.scheduler.value) out.scheduler = form.elements.scheduler.value;
+    return out;
+  }
 
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -112,7 +162,12 @@ export function setupGenerate(form, banner, { onSubmitted }) {
         } else {
           body.prompt = form.elements.prompt.value;
         }
-        if (!portraits.hidden) body.options.portrait = form.elements.portrait.value;
+        if (!portraits.hidden) {
+          const portrait = form.elements.portrait.value;
+          body.options.portrait = portrait;
+          if (portrait === 'upload') body.options.portraitImage = await portraitId();
+          if (portrait === 'render') Object.assign(body.options, renderOptions());
+        }
         const accepted = await api.generate(body);
         const profile = profiles.find((p) => p.id === body.profileId);
         onSubmitted(accepted.jobId, profile ? profile.name : null);
@@ -122,6 +177,7 @@ export function setupGenerate(form, banner, { onSubmitted }) {
   });
 
   showMode();
+  showPortrait();
   refreshButton();
   return { setCapabilities, setProfiles, choose };
 }

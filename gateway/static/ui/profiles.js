@@ -15,7 +15,6 @@ export class Profiles {
     this.empty = empty;
     this.onChange = onChange;
     this.onUse = onUse;
-    this.urls = new Map(); // profile id -> {artifact name: url}
     this.loading = null;
   }
 
@@ -78,21 +77,20 @@ export class Profiles {
     );
   }
 
-  // Download URLs: the profile's own when it has them, else those in the result of
-  // the training job that made it (presigned when it finished).
+  // Download URLs: GET /api/profiles presigns them afresh on every load. Only a
+  // profile listed without them falls back to the result of the training job that
+  // made it (presigned when it finished).
   async artifactUrls(p) {
-    if (this.urls.has(p.id)) return this.urls.get(p.id);
-    const urls = {};
-    for (const a of p.artifacts || []) if (a.url) urls[a.name] = a.url;
-    if (!Object.keys(urls).length && p.job_id) {
-      try {
-        const job = await api.status(p.job_id);
-        for (const a of job.result?.artifacts || []) if (a.url) urls[a.name] = a.url;
-      } catch {
-        // Left without links; the row says so.
-      }
+    const urls = urlsOf(p.artifacts);
+    if (Object.keys(urls).length || !p.job_id) return urls;
+    try {
+      return urlsOf((await api.status(p.job_id)).result?.artifacts);
+    } catch {
+      return {}; // Left without links; the row says so.
     }
-    if (Object.keys(urls).length) this.urls.set(p.id, urls);
-    return urls;
   }
+}
+
+function urlsOf(artifacts) {
+  return Object.fromEntries((artifacts || []).filter((a) => a.url).map((a) => [a.name, a.url]));
 }
