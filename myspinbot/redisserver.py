@@ -10,7 +10,6 @@ share and a server that lives exactly as long as `myspinbot up`.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import redis
@@ -131,32 +130,23 @@ class EmbeddedRedis(ServerProcess):
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),
         )
+
+        def ours() -> bool:
+            try:
+                # Checking the pid, not just PING, tells our server apart from
+                # another Redis that already held the port (ours then exits).
+                return int(client.info("server").get("process_id", -1)) == proc.pid
+            # Not listening yet, or still replaying a big AOF (LOADING).
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                return False
+
         try:
-            deadline = time.monotonic() + _START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    code = proc.returncode
-                    self._cleanup()
-                    raise RuntimeError(
-                        f"redis-server exited with code {code} while starting on "
-                        f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
-                    )
-                try:
-                    # Checking the pid, not just PING, tells our server apart from
-                    # another Redis that already held the port (ours then exits).
-                    info = client.info("server")
-                    if int(info.get("process_id", -1)) == proc.pid:
-                        break
-                # Not listening yet, or still replaying a big AOF (LOADING).
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                    pass
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"redis-server did not answer on {self.host}:{self.port} within "
-                        f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
+            self._wait_until(
+                ours,
+                what="redis-server",
+                where=f" on {self.host}:{self.port}",
+                timeout_s=_START_TIMEOUT_S,
+            )
         finally:
             client.close()
         return self.url

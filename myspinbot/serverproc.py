@@ -7,8 +7,9 @@ itself and how to tell it is ready.
 from __future__ import annotations
 
 import subprocess
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -53,6 +54,37 @@ class ServerProcess(ABC):
             env=None if env is None else dict(env),
         )
         return self._proc
+
+    def _wait_until(
+        self,
+        ready: Callable[[], bool],
+        *,
+        what: str,
+        where: str = "",
+        timeout_s: float,
+        interval_s: float = 0.05,
+    ) -> None:
+        """Poll `ready` until it holds. The child exiting first, or the timeout, is a
+        RuntimeError carrying the end of its log (the timeout also stops the child)."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError(f"{what} was not started")
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if proc.poll() is not None:
+                code = proc.returncode
+                self._cleanup()
+                raise RuntimeError(
+                    f"{what} exited with code {code} while starting{where}; "
+                    f"log {self.log_path}:\n{self.log_tail(30)}"
+                )
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{what} was not ready{where} within {timeout_s:.0f} s; "
+                    f"log {self.log_path}:\n{self.log_tail(30)}"
+                )
+            time.sleep(interval_s)
 
     def log_tail(self, max_lines: int = 20) -> str:
         try:

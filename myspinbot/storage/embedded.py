@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from myspinbot.netutil import free_port, port_open
@@ -139,23 +138,13 @@ class EmbeddedS3(ServerProcess):
         # Child output goes to a file (append, so restarts keep history) instead of
         # our stdout, and early failures such as a taken port land there too.
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        proc = self._launch(cmd, env=env)
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not (self._announced(log_offset) and port_open(self.host, self.port)):
-            if proc.poll() is not None:
-                code = proc.returncode
-                self._cleanup()
-                raise RuntimeError(
-                    f"rclone serve s3 exited with code {code} while starting on "
-                    f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
-                )
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"rclone serve s3 did not listen on {self.host}:{self.port} within "
-                    f"{_START_TIMEOUT_S:.0f}s; log {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        self._launch(cmd, env=env)
+        self._wait_until(
+            lambda: self._announced(log_offset) and port_open(self.host, self.port),
+            what="rclone serve s3",
+            where=f" on {self.host}:{self.port}",
+            timeout_s=_START_TIMEOUT_S,
+        )
         return self.endpoint
 
     def _announced(self, offset: int) -> bool:

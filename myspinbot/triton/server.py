@@ -16,7 +16,6 @@ import platform
 import shutil
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
@@ -130,25 +129,14 @@ class EmbeddedTriton(ServerProcess):
             "--exit-timeout-secs=5",
             "--log-verbose=0",
         ]
-        proc = self._launch(argv, env=triton_env(root, self.repository))
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                code = proc.returncode
-                self._cleanup()
-                raise RuntimeError(
-                    f"tritonserver exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{self.log_tail(30)}"
-                )
-            try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=1.0).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"tritonserver was not ready within {_START_TIMEOUT_S:.0f}s; "
-                    f"log {self.log_path}:\n{self.log_tail(30)}"
-                )
-            time.sleep(0.2)
+        self._launch(argv, env=triton_env(root, self.repository))
+        self._wait_until(
+            self._ready, what="tritonserver", timeout_s=_START_TIMEOUT_S, interval_s=0.2
+        )
+        return self.url
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/v2/health/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
