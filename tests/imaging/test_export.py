@@ -39,6 +39,11 @@ def test_export_command_writes_a_repository_tritonserver_loads(
         assert httpx.get(server.url + "/v2/health/ready").status_code == 200
         index = httpx.post(server.url + "/v2/repository/index", json={}).json()
         assert {m["name"]: m["state"] for m in index} == dict.fromkeys(MODELS, "READY")
+        for model in MODELS:
+            config = httpx.get(f"{server.url}/v2/models/{model}/config").json()
+            assert config["max_batch_size"] >= 4 and "dynamic_batching" in config
+            # KIND_AUTO resolved to the CPU on this GPU-less machine.
+            assert [g["kind"] for g in config["instance_group"]] == ["KIND_CPU"]
 
 
 def test_onnx_matches_pytorch_within_the_documented_tolerance(exported: Exported) -> None:
