@@ -63,14 +63,14 @@ def frame_rms(audio: FloatArray, sample_rate: int, fps: int, frames: int) -> Flo
     return np.asarray(np.sqrt(np.maximum(mean, 0.0)), dtype=np.float32)
 
 
-def _smooth(target: FloatArray, fps: int) -> FloatArray:
-    """One-pole follower with a fast attack and a slower release."""
-    attack = 1.0 - math.exp(-1.0 / (fps * ATTACK_S))
-    release = 1.0 - math.exp(-1.0 / (fps * RELEASE_S))
-    out = np.empty_like(target)
+def follow(signal: FloatArray, fps: int, rise_s: float, fall_s: float) -> FloatArray:
+    """One-pole follower per frame: rises with time constant `rise_s`, falls with `fall_s`."""
+    up = 1.0 - math.exp(-1.0 / (fps * rise_s))
+    down = 1.0 - math.exp(-1.0 / (fps * fall_s))
+    out = np.empty_like(signal)
     level = 0.0
-    for i, value in enumerate(target.tolist()):
-        level += (attack if value > level else release) * (value - level)
+    for i, value in enumerate(signal.tolist()):
+        level += (up if value > level else down) * (value - level)
         out[i] = level
     return out
 
@@ -87,6 +87,7 @@ def mouth_openings(audio: FloatArray, sample_rate: int, fps: int, frames: int) -
     if peak - floor < 1.0:  # speech barely above the absolute floor: treat it as a murmur
         floor = peak - 1.0
     target = np.clip((db - floor) / (peak - floor), 0.0, 1.0).astype(np.float32)
-    opening = _smooth(target, fps)
+    # Fast attack, slower release: the jaw opens on an onset, closes a little later.
+    opening = follow(target, fps, ATTACK_S, RELEASE_S)
     opening[opening < CLOSED_BELOW] = 0.0
     return opening

@@ -6,10 +6,10 @@ the same video (a retried job, a cached preview).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
+
+from myspinbot.animate.envelope import follow
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -36,17 +36,6 @@ ACTIVITY_RISE_S = 0.3
 ACTIVITY_FALL_S = 0.6
 
 
-def _follow(signal: FloatArray, fps: int, rise_s: float, fall_s: float) -> FloatArray:
-    up = 1.0 - math.exp(-1.0 / (fps * rise_s))
-    down = 1.0 - math.exp(-1.0 / (fps * fall_s))
-    out = np.empty_like(signal)
-    level = 0.0
-    for i, value in enumerate(signal.tolist()):
-        level += (up if value > level else down) * (value - level)
-        out[i] = level
-    return out
-
-
 def blink_closures(frames: int, fps: int, seed: int = 0) -> FloatArray:
     """Eye closure per frame, 0 (open) to 1 (shut)."""
     rng = np.random.default_rng(seed)
@@ -71,7 +60,7 @@ def head_offsets(
     rng = np.random.default_rng(seed + 1)
     t = np.arange(len(openings), dtype=np.float64) / fps
     amplitude = SWAY_AMPLITUDE * face_height
-    activity = _follow((openings > 0).astype(np.float32), fps, ACTIVITY_RISE_S, ACTIVITY_FALL_S)
+    activity = follow((openings > 0).astype(np.float32), fps, ACTIVITY_RISE_S, ACTIVITY_FALL_S)
 
     def sway(parts: tuple[tuple[float, float], ...]) -> npt.NDArray[np.float64]:
         total = np.zeros_like(t)
@@ -79,7 +68,7 @@ def head_offsets(
             total += weight * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))
         return total
 
-    emphasis = _follow(openings, fps, NOD_SMOOTHING_S, NOD_SMOOTHING_S)
+    emphasis = follow(openings, fps, NOD_SMOOTHING_S, NOD_SMOOTHING_S)
     dx = amplitude * activity * sway(SWAY_X)
     dy = amplitude * (activity * sway(SWAY_Y) + NOD_WEIGHT * emphasis)
     return dx.astype(np.float32), dy.astype(np.float32)

@@ -240,7 +240,7 @@ def _portrait(
 def _render(
     run: JobRun, deps: GenerateDeps, params: GenerateParams, profile: ProfileRecord | None
 ) -> tuple[Image.Image, dict[str, Any]]:
-    from myspinbot.imaging.txt2img import BaseModelConfig, TritonTxt2Img, Txt2ImgOptions
+    from myspinbot.imaging.txt2img import TritonTxt2Img, Txt2ImgOptions, base_model_config
     from myspinbot.models.loading import resolve_base_model
     from myspinbot.triton.client import ModelNotLoaded, TritonClient
     from myspinbot.triton.lora import LoraModels
@@ -267,7 +267,7 @@ def _render(
             key = _artifact_key(profile, LORA_FILE)
             lora = loras.ensure(profile.id, lambda: deps.store.get_bytes(key))
             unet, load_s = lora.name, lora.load_seconds
-        pipe = TritonTxt2Img(BaseModelConfig(base.path_or_id), triton)
+        pipe = TritonTxt2Img(base_model_config(base.path_or_id), triton)
         render_options = Txt2ImgOptions(
             steps=options.steps,
             guidance_scale=options.guidance_scale,

@@ -15,6 +15,7 @@ the UNet requests of concurrent generations meet in Triton's dynamic batcher.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,12 @@ class BaseModelConfig:
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
         self.latent_channels = int(unet.get("in_channels", 4))
         self.native_size = int(unet["sample_size"]) * self.vae_scale_factor
+
+
+@functools.lru_cache(maxsize=4)
+def base_model_config(path: str) -> BaseModelConfig:
+    """One BaseModelConfig per model directory and process: jobs reuse the tokenizer."""
+    return BaseModelConfig(path)
 
 
 def make_scheduler(name: str, config: dict[str, Any]) -> Any:
