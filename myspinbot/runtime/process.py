@@ -88,6 +88,10 @@ class Replica:
         return f"{self.name}-{self.replica}"
 
     def run(self) -> int:
+        # First thing: a SIGTERM that arrives while the handler loads or the triggers start
+        # must still drain and hand work back, not kill the process mid-start.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
         # Messages pass from the reader thread to worker threads; with CPython's default
         # 5 ms GIL switch interval each hand-off can stall that long behind a busy thread.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -125,8 +129,6 @@ class Replica:
             replica=self.replica,
             triggers=list(triggers),
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
         while not self._stop.wait(REGISTRY_TTL_S / 3):
             self._register()
         self.shutdown()
