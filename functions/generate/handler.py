@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from myspinbot.db import JobHistory
-from myspinbot.generation.pipeline import STEPS, GenerateDeps, default_portrait, run_generation
+from myspinbot.generation.capabilities import generate_capabilities, keep_fresh
+from myspinbot.generation.pipeline import STEPS, GenerateDeps, run_generation
 from myspinbot.jobs.handler import JobRun, job_handler, setup
-from myspinbot.script import guided_status
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
 
@@ -25,26 +25,10 @@ def init_context(context: Any) -> None:
         settings=settings,
         redis=context.user_data.redis,
     )
-    guided, reason = guided_status(settings)
-    render = {"available": True}
-    if not settings.triton_url:
-        render = {"available": False, "reason": "No Triton server is configured."}
-    context.user_data.capabilities = {
-        "generate": {
-            "available": True,
-            "modes": {
-                "direct": {"available": True},
-                "guided": {"available": guided, **({"reason": reason} if reason else {})},
-            },
-            "portraits": {
-                "photo": {"available": True},
-                "upload": {"available": True},
-                "render": render,
-            },
-            "defaultPortrait": default_portrait(settings),
-            "narrationMaxSeconds": settings.narration_max_seconds,
-        }
-    }
+    context.user_data.capabilities = generate_capabilities(settings)
+    # The replica publishes the first worker's capabilities; one refresher is enough.
+    if not context.worker_id:  # 0, or None outside a processor (nuclio_sdk.test)
+        keep_fresh(context.user_data, settings)
 
 
 @job_handler(steps=STEPS)

@@ -82,6 +82,7 @@ class Replica:
         self._threads: list[threading.Thread] = []
         self._redis: redis.Redis | None = None
         self._info: dict[str, Any] = {}
+        self._user_data: list[Any] = []
 
     @property
     def consumer(self) -> str:
@@ -100,11 +101,10 @@ class Replica:
         handler = handler_of(module, self.config)
         if self.settings.redis_url:
             self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
-        capabilities: dict[str, Any] = {}
         triggers: dict[str, Any] = {}
         for tname, trig in self.config.spec.triggers.items():
             contexts = make_contexts(module, tname, trig.kind, trig.workers, self.logger)
-            capabilities.update(getattr(contexts[0].user_data, "capabilities", None) or {})
+            self._user_data.append(contexts[0].user_data)
             if trig.kind == "redis-stream":
                 triggers[tname] = self._start_stream(tname, trig, handler, contexts)
             else:
@@ -118,7 +118,6 @@ class Replica:
             "host": socket.gethostname(),
             "triggers": triggers,
             "metricsPort": self.settings.metrics_port,
-            "capabilities": capabilities,
             "description": self.config.spec.description,
             "startedAt": time.time(),
         }
@@ -184,9 +183,18 @@ class Replica:
             "workers": trig.workers,
         }
 
+    def capabilities(self) -> dict[str, Any]:
+        """What the handler says it can do. Read at every registration: a handler may
+        replace `user_data.capabilities` when that changes (an LLM server came up)."""
+        merged: dict[str, Any] = {}
+        for user_data in self._user_data:
+            merged.update(getattr(user_data, "capabilities", None) or {})
+        return merged
+
     def _register(self) -> None:
         if self._redis is None:
             return
+        self._info["capabilities"] = self.capabilities()
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(keys.FUNCTIONS, self.consumer, json.dumps(self._info))
