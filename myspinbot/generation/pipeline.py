@@ -75,14 +75,22 @@ def step(name: str) -> Iterator[None]:
     """Name the failing step in the error a person sees."""
     try:
         yield
-    except (JobCancelled, StepFailed):
+    except (JobCancelled, StepFailed, StepError):
         raise
     except PermanentError as exc:
         raise StepFailed(f"{TITLES[name]} failed: {exc}") from exc
+    except Exception as exc:
+        # Still retried (it may be passing: ffmpeg killed, S3 briefly down), but if the
+        # retries run out, the error a person sees names the step.
+        raise StepError(f"{TITLES[name]} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class StepFailed(PermanentError):
-    pass
+    """A step failed for good; the message names it."""
+
+
+class StepError(RuntimeError):
+    """A step failed in a way a retry may fix; the message names it."""
 
 
 def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
@@ -143,10 +151,14 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         with step("finish"):
             info = probe(video_path)
             run.progress("finish", 0.5, "Uploading")
-            artifacts = _upload(
-                store, prefix, video_path, speech.wav_bytes(), portrait, script.model_dump()
-            )
-    run.progress("finish", 1.0, "Video ready")
+            try:
+                artifacts = _upload(store, prefix, video_path, wav_path, portrait, script)
+                run.progress("finish", 1.0, "Video ready")
+            except BaseException:
+                # Cancelled (or failed) while uploading: a cancelled job leaves no video.
+                with contextlib.suppress(Exception):
+                    store.delete_prefix(prefix)
+                raise
     video = next(a for a in artifacts if a["name"] == "video.mp4")
     return {
         "profileId": params.profile_id,
@@ -285,7 +297,8 @@ def _render(
             if profile is None:
                 raise
             key = _artifact_key(profile, LORA_FILE)
-            unet = loras.ensure(profile.id, lambda: deps.store.get_bytes(key)).name
+            lora = loras.ensure(profile.id, lambda: deps.store.get_bytes(key))
+            unet, load_s = lora.name, lora.load_seconds
             pixels = pipe(prompt, render_options, unet_model=unet, on_step=on_step)
     finally:
         triton.close()
@@ -326,18 +339,18 @@ def _upload(
     store: ArtifactStore,
     prefix: str,
     video: Path,
-    wav: bytes,
+    wav: Path,
     portrait: Image.Image,
-    script: dict[str, Any],
+    script: Any,
 ) -> list[dict[str, Any]]:
     png = io.BytesIO()
     portrait.save(png, "PNG")
     artifacts: list[dict[str, Any]] = []
     # The video last: a listing that shows it shows a complete set.
     for name, data, ctype in (
-        ("speech.wav", wav, "audio/wav"),
+        ("speech.wav", wav.read_bytes(), "audio/wav"),
         ("stage.png", png.getvalue(), "image/png"),
-        ("script.json", json.dumps(script, indent=2).encode(), "application/json"),
+        ("script.json", json.dumps(script.model_dump(), indent=2).encode(), "application/json"),
     ):
         store.put_bytes(prefix + name, data, ctype)
         artifacts.append({"name": name, "key": prefix + name, "size": len(data)})

@@ -32,7 +32,7 @@ from myspinbot.voice.profile import build_voice_profile
 from tests.functions.test_train_function import follow, submit
 from tests.media_fixtures import face_photos, voice_clip
 from tests.script.fake_ollama import FakeOllama, running
-from tests.support import FUNCTIONS, ROOT, RunningPlatform
+from tests.support import FUNCTIONS, ROOT, RunningPlatform, wait_for
 from tests.triton_support import Exported
 
 NARRATION = "Hello there. I am speaking from orbit, and this is my first video. Goodbye."
@@ -190,6 +190,9 @@ def test_cancel_during_animation_leaves_no_video(
     assert sent == [202] and messages[-1]["state"] == "cancelled"
     after = [m for m in messages if m.get("step") and m is not messages[-1]]
     assert after[-1]["step"] == "animate"
+    # It stopped at a frame's report, long before the last frame (~750 of them).
+    frame, total = after[-1]["message"].removeprefix("Rendering frame ").split("/")
+    assert int(frame) < int(total) / 2, after[-1]
     time.sleep(1)
     assert store(platform).list_keys(f"generations/{job_id}/") == []
 
@@ -217,7 +220,7 @@ def _expected_stage(
 
 
 def test_render_portrait_uses_each_profiles_lora_through_triton(
-    platform: RunningPlatform, profiles: dict[str, str]
+    platform: RunningPlatform, profiles: dict[str, str], tmp_path: Path
 ) -> None:
     """Issue 4 acceptance 3 and issue 5 acceptance 6: right after training, with nothing
     restarted, `render` uses the profile's LoRA; two profiles at once each get their own."""
@@ -243,7 +246,49 @@ def test_render_portrait_uses_each_profiles_lora_through_triton(
         # The same image up to 8-bit rounding (plus Lanczos resampling of it).
         assert np.abs(stages[name] - expected).max() <= 2, name
         assert np.abs(stages[name] - _expected_stage(platform, None, result["render"])).max() > 10
+        video = tmp_path / f"{name}.mp4"
+        video.write_bytes(httpx.get(result["video"]["url"], timeout=30).content)
+        info = probe(video)
+        assert (info.video_codec, info.audio_codec, info.fps) == ("h264", "aac", 25)
+        assert info.frames == round(25 * info.duration_s) > 0
     assert np.abs(stages["low"] - stages["high"]).max() > 10  # the two LoRAs differ
+
+
+def test_upscale_animates_at_half_size_and_delivers_the_full_size(
+    platform: RunningPlatform, profiles: dict[str, str], tmp_path: Path
+) -> None:
+    job_id = generate(
+        platform, profileId=profiles["low"], mode="direct", narration="Hi there.",
+        options={"upscale": True},
+    )  # fmt: skip
+    final = finished(platform, job_id)
+    assert final["state"] == "completed", final
+    video = tmp_path / "video.mp4"
+    video.write_bytes(httpx.get(final["result"]["video"]["url"], timeout=30).content)
+    info = probe(video)
+    assert (info.width, info.height, info.video_codec) == (256, 256, "h264")
+
+
+def test_guided_mode_follows_the_llm_server_coming_and_going(
+    platform: RunningPlatform, ollama: FakeOllama
+) -> None:
+    """The LLM may start after the platform: guided mode is offered once it answers with
+    the model, and refused up front again when the model is gone."""
+
+    def guided() -> dict[str, Any]:
+        caps = platform.get("/api/capabilities").json()["functions"]["generate"]
+        return dict(caps["capabilities"]["generate"]["modes"]["guided"])
+
+    models = list(ollama.models)
+    try:
+        ollama.models[:] = []
+        wait_for(lambda: not guided()["available"], timeout=60, what="guided unavailable")
+        assert "ollama pull" in guided()["reason"]
+        resp = platform.post("/api/generate", json={"mode": "guided", "prompt": "the sea"})
+        assert resp.status_code == 422 and "ollama pull" in resp.json()["error"]
+    finally:
+        ollama.models[:] = models
+    wait_for(lambda: guided()["available"], timeout=60, what="guided available again")
 
 
 def test_bad_generate_requests_get_readable_4xx(
