@@ -106,12 +106,22 @@ def up(
     help="Triton model repository to write [MYSPINBOT_TRITON_REPOSITORY or ./triton-models].",
 )
 @click.option("--device", default=None, help="Export on this torch device [cuda if present].")
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp16", "fp32"]),
+    default=None,
+    help="Weight type of the graphs [fp16 on a GPU, fp32 on a CPU].",
+)
 def export(
-    preset: str | None, base_model: str | None, output: Path | None, device: str | None
+    preset: str | None,
+    base_model: str | None,
+    output: Path | None,
+    device: str | None,
+    dtype: str | None,
 ) -> None:
     """Export a base model to ONNX for Triton (text encoder, UNet, VAE decoder).
 
-    fp32 on a CPU, fp16 on a GPU. Each graph is checked against PyTorch before it is
+    fp32 on a CPU, fp16 on a GPU (or --dtype). Each graph is checked against PyTorch before it is
     written. `myspinbot up` runs this itself when the repository is missing or stale.
     """
     from myspinbot.imaging.export import ExportError, export_repository
@@ -129,6 +139,7 @@ def export(
                 repository,
                 models_dir=settings.models_dir,
                 device=device or settings.device,
+                dtype=dtype,
                 progress=lambda message: status.update(message + "…"),
             )
         except ExportError as exc:

@@ -91,12 +91,18 @@ def export_repository(
     *,
     models_dir: Path,
     device: str | None = None,
+    dtype: str | None = None,
     progress: Progress = lambda message: None,
 ) -> ExportResult:
-    """Export `base_model` (preset, directory or hub id) into `repository`."""
+    """Export `base_model` (preset, directory or hub id) into `repository`.
+
+    `dtype` is the graphs' weight type: fp16 on a GPU and fp32 on a CPU unless given.
+    """
     started = time.monotonic()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = "fp16" if dev.type == "cuda" else "fp32"
+    dtype = dtype or ("fp16" if dev.type == "cuda" else "fp32")
+    if dtype not in EXPORT_TOLERANCE:
+        raise ExportError(f"dtype must be one of {', '.join(EXPORT_TOLERANCE)}, not {dtype!r}")
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
     progress(f"resolving base model {base_model or 'tiny'}")
     base = resolve_base_model(base_model, models_dir)
@@ -225,7 +231,10 @@ def _export(
 def _run_onnx(path: Path, feed: dict[str, NDArray[Any]]) -> NDArray[Any]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # The provider Triton will run it on where there is one: fp16 graphs are for GPUs.
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=providers)
     types = {i.name: i.type for i in session.get_inputs()}
     cast = {
         n: a.astype(np.float16) if types[n] == "tensor(float16)" else a for n, a in feed.items()
