@@ -77,3 +77,9 @@ def device_lock(host: str, device: str) -> str:
 # Per-profile LoRA models loaded in Triton, scored by last use: the least recently used
 # beyond MYSPINBOT_LORA_MODELS_MAX is unloaded (ZSET, name -> unix time).
 TRITON_LORA_LRU = f"{PREFIX}triton:lora-lru"
+
+
+def triton_lora_load_lock(model: str) -> str:
+    """Held while one replica brings a profile's LoRA model online, so others wait for it
+    rather than load the same model again."""
+    return f"{PREFIX}lock:triton-lora:{model}"

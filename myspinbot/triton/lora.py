@@ -37,6 +37,10 @@ from myspinbot.triton.client import TritonClient
 
 LORA_FILE = "lora.safetensors"
 MODEL_PREFIX = "unet-lora-"
+# Longest a load may hold its lock (an SD 1.5 LoRA fuses ~3.4 GB of weights); a waiter
+# gives up after as long.
+LOAD_LOCK_S = 600
+_LOCAL_LOAD_LOCK = threading.Lock()
 # (down, up) key suffixes: diffusers' own format, and PEFT's.
 _KEY_STYLES = ((".lora.down.weight", ".lora.up.weight"), (".lora_A.weight", ".lora_B.weight"))
 
@@ -102,20 +106,29 @@ class LoraModels:
         self.r = r
         self.max_loaded = max_loaded
         self.model_code = model_code or repo.model_code()
-        self._lock = threading.Lock()
 
     def ensure(self, profile_id: str, fetch_lora: Callable[[], bytes]) -> LoraModel:
         """The profile's model, loading it from `fetch_lora()` (its diffusers LoRA file)
         when Triton does not have it ready."""
         name = lora_model_name(profile_id)
         loaded: float | None = None
-        with self._lock:
-            if not self.triton.model_ready(name):
-                started = time.monotonic()
-                self._load(name, fetch_lora())
-                loaded = time.monotonic() - started
+        if not self.triton.model_ready(name):
+            with self._loading(name):
+                # Another job may have loaded it while this one waited for the lock.
+                if not self.triton.model_ready(name):
+                    started = time.monotonic()
+                    self._load(name, fetch_lora())
+                    loaded = time.monotonic() - started
         self._touch(name)
         return LoraModel(name, loaded)
+
+    def _loading(self, name: str) -> Any:
+        """One load of a model at a time: across replicas through Redis, else in-process."""
+        if self.r is None:
+            return _LOCAL_LOAD_LOCK
+        return self.r.lock(
+            keys.triton_lora_load_lock(name), timeout=LOAD_LOCK_S, blocking_timeout=LOAD_LOCK_S
+        )
 
     def _load(self, name: str, lora: bytes) -> None:
         config = self.triton.model_config(repo.UNET)

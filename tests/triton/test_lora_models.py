@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from safetensors.numpy import load
 
 from myspinbot.errors import PermanentError
 from myspinbot.triton.client import TritonClient
-from myspinbot.triton.lora import LoraModels, lora_model_name, to_triton_lora
+from myspinbot.triton.lora import LoraModel, LoraModels, lora_model_name, to_triton_lora
 from myspinbot.triton.server import EmbeddedTriton
 
 
@@ -58,5 +59,32 @@ def test_least_recently_used_profile_is_unloaded_and_comes_back(
         for name in (lora_model_name("lru-a"), lora_model_name("lru-b")):
             if client.model_ready(name):
                 client.unload_model(name)
+    finally:
+        client.close()
+
+
+def test_jobs_asking_for_one_profile_at_once_load_it_once(
+    triton: EmbeddedTriton, loras: tuple[Path, Path], redis_url: str
+) -> None:
+    """Two jobs (each with its own manager, as in two replicas) want a profile that is not
+    loaded yet: one loads it, the other waits for it and finds it ready."""
+    r = redis.Redis.from_url(redis_url)
+    fetches: list[str] = []
+
+    def ensure(job: str) -> LoraModel:
+        client = TritonClient(triton.url)
+        try:
+            manager = LoraModels(client, r, max_loaded=4)
+            return manager.ensure("together", lambda: fetches.append(job) or _file(loras[0]))
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        models = list(pool.map(ensure, ["job-1", "job-2"]))
+    assert len(fetches) == 1, fetches
+    assert sorted(m.load_seconds is None for m in models) == [False, True]
+    client = TritonClient(triton.url)
+    try:
+        client.unload_model(lora_model_name("together"))
     finally:
         client.close()
