@@ -16,6 +16,7 @@ the UNet requests of concurrent generations meet in Triton's dynamic batcher.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ class TritonTxt2Img:
         shape = (1, base.latent_channels, height // factor, width // factor)
         latents = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
         extra: dict[str, Any] = {}
-        step_params = scheduler.step.__code__.co_varnames
+        step_params = inspect.signature(scheduler.step).parameters
         if "eta" in step_params:
             extra["eta"] = 0.0
         if "generator" in step_params:

@@ -65,14 +65,21 @@ def backend_directory(root: Path, dest: Path) -> Path:
 
 
 def triton_env(root: Path, repository: Path) -> dict[str, str]:
-    site = Path(sysconfig.get_paths()["purelib"])
+    paths = sysconfig.get_paths()
+    site = Path(paths["purelib"])
     env = dict(os.environ)
     libs = [str(site / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).strip(":")
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).strip(":")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    sites = list(dict.fromkeys([paths["purelib"], paths["platlib"]]))  # differ on lib64 systems
+    env["LD_LIBRARY_PATH"] = _prepend(libs, env.get("LD_LIBRARY_PATH"))
+    env["PYTHONPATH"] = _prepend(sites, env.get("PYTHONPATH"))
+    env["PATH"] = _prepend([str(Path(sys.executable).parent)], env.get("PATH"))
     env[REPOSITORY_ENV] = str(repository)
     return env
+
+
+def _prepend(first: list[str], current: str | None) -> str:
+    # No empty entry: in PATH that would mean the current directory.
+    return os.pathsep.join([*first, *(p for p in (current or "").split(os.pathsep) if p)])
 
 
 class EmbeddedTriton(ServerProcess):

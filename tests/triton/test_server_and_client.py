@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,11 @@ def test_stub_environment_is_set_in_code(exported: Exported) -> None:
 
     env = triton_env(pytriton_root(), exported.repository)
     assert str(sysconfig.get_config_var("LIBDIR")) in env["LD_LIBRARY_PATH"].split(":")
-    assert env["PATH"].split(":")[0].endswith("/bin")
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    sites = env["PYTHONPATH"].split(":")
+    assert {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]} <= set(sites)
+    for var in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH"):
+        assert "" not in env[var].split(":"), var  # an empty entry is the current directory
     assert env["MYSPINBOT_TRITON_REPOSITORY"] == str(exported.repository)
 
 
