@@ -14,6 +14,7 @@ from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.jobs.queries import JobQueries
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.links import signed_artifact, signed_result
 
 MAX_PAGE = 200
 
@@ -56,7 +57,7 @@ def handler(context: Any, event: Any) -> Any:
         job = q.get(parts[1])
         if job is None:
             return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
-        return _json(context, 200, job.status_view())
+        return _json(context, 200, _job_view(context, job.status_view()))
     if parts == ["jobs"]:
         fields = event.fields or {}
         limit = _int(fields, "limit", 20, 1, MAX_PAGE)
@@ -66,7 +67,7 @@ def handler(context: Any, event: Any) -> Any:
             context,
             200,
             {
-                "jobs": [j.status_view() for j in jobs],
+                "jobs": [_job_view(context, j.status_view()) for j in jobs],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
@@ -76,7 +77,7 @@ def handler(context: Any, event: Any) -> Any:
         detail = q.detail(parts[1])
         if detail is None:
             return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
-        return _json(context, 200, detail)
+        return _json(context, 200, _job_view(context, detail))
     if parts == ["profiles"]:
         profiles = context.user_data.history.list_profiles()
         return _json(context, 200, {"profiles": [_profile_view(context, p) for p in profiles]})
@@ -88,12 +89,14 @@ def handler(context: Any, event: Any) -> Any:
     return _json(context, 404, {"error": f"Unknown path {event.path!r}"})
 
 
+def _job_view(context: Any, view: dict[str, Any]) -> dict[str, Any]:
+    store = context.user_data.store
+    return view if store is None else {**view, "result": signed_result(store, view["result"])}
+
+
 def _profile_view(context: Any, profile: ProfileRecord) -> dict[str, Any]:
     view: dict[str, Any] = profile.model_dump(mode="json")
     store = context.user_data.store
     if store is not None:
-        view["artifacts"] = [
-            {**a, "url": store.presigned_url(a["key"])} if a.get("key") else a
-            for a in view["artifacts"]
-        ]
+        view["artifacts"] = [signed_artifact(store, a) for a in view["artifacts"]]
     return view

@@ -227,3 +227,20 @@ def test_links_are_signed_for_the_public_endpoint(s3: EmbeddedS3) -> None:
     assert url.startswith(public + "/")
     resp = httpx.get(url)
     assert resp.status_code == 200 and resp.content == b"hello"
+
+
+def test_stored_results_get_links_signed_when_read(store: ArtifactStore) -> None:
+    """A job result kept for days still downloads: its links are signed on every read."""
+    from myspinbot.storage.links import signed_result
+
+    store.put_bytes("generations/j1/video.mp4", b"video bytes", "video/mp4")
+    expired = "http://127.0.0.1:1/expired-signature"
+    video = {"name": "video.mp4", "key": "generations/j1/video.mp4", "url": expired}
+    result = {"artifacts": [video, {"name": "note", "url": expired}], "video": video, "n": 1}
+    fresh = signed_result(store, result)
+    assert fresh["n"] == 1 and fresh["artifacts"][1] == {"name": "note", "url": expired}
+    for link in (fresh["video"], fresh["artifacts"][0]):
+        resp = httpx.get(link["url"])
+        assert resp.status_code == 200 and resp.content == b"video bytes"
+    assert result["video"]["url"] == expired  # the stored result is left as it was
+    assert signed_result(store, None) is None
