@@ -62,6 +62,11 @@ class Watch:
     def posts(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == "POST" and r.url.endswith(path)]
 
+    def gets(self, path: str) -> list[str]:
+        """The GET requests to `path` (query string aside)."""
+        urls = (r.url for r in self.requests if r.method == "GET")
+        return [u for u in urls if u.split("?", 1)[0].endswith(path)]
+
     def shot(self, step: str) -> Path:
         self.shots += 1
         path = self.shots_dir / f"{self.shots:02d}-{step}.png"

@@ -11,7 +11,7 @@ import signal
 from typing import Any
 
 import httpx
-from playwright.sync_api import Locator, Page, Route, WebSocket, expect
+from playwright.sync_api import Locator, Page, Route, WebSocket, WebSocketRoute, expect
 
 from tests.media_fixtures import face_photos, voice_clip
 from tests.support import RunningPlatform, wait_for
@@ -156,6 +156,10 @@ def test_training_a_profile_shows_live_progress_and_the_profile(
     assert progress == sorted(progress), f"the progress bar went backwards: {progress}"
     assert progress[-1] == 100, progress
     assert len(watch.posts("/api/train")) == 1
+    # Fed by the WebSocket, not by polling: the list was loaded once, the job's times
+    # looked up once (and its result once more if the last event lacked it).
+    assert len(watch.gets("/api/jobs")) == 1, watch.gets("/api/jobs")
+    assert len(watch.gets(f"/api/status/{job_id}")) <= 2, watch.gets(f"/api/status/{job_id}")
 
     # The loss curve of the finished job, as a chart.
     points = row.locator("svg.loss-chart polyline").get_attribute("points") or ""
@@ -181,6 +185,28 @@ def test_training_a_profile_shows_live_progress_and_the_profile(
     # The new profile can be chosen for a video.
     expect(page.locator(f'#gen-profile option[value="{job_id}"]')).to_have_count(1)
     watch.shot("profile")
+
+
+def test_the_status_bar_shows_every_component(platform: RunningPlatform, watch: Watch) -> None:
+    page = open_ui(watch, platform)
+    health = platform.get("/health").json()["components"]
+    functions = health.pop("functions")
+    assert {"redis", "database", "s3", "triton"} <= set(health), health
+    assert {"status", "ws-relay", "train", "generate"} <= set(functions), functions
+    for name, component in [*health.items(), *functions.items()]:
+        pill = page.locator(f'#status .pill[data-component="{name}"]')
+        expect(pill).to_have_attribute("data-status", component["status"])
+    # A component that is down says so in words, not only in colour.
+    watch.allow(r"Failed to load resource: the server responded with a status of 503")
+    page.route("**/health", lambda route: route.fulfill(status=503, json={
+        "status": "down", "failing": ["redis"],
+        "components": {"gateway": {"status": "ok"},
+                       "redis": {"status": "down", "error": "Connection refused"}},
+    }))  # fmt: skip
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator('#status .pill[data-component="redis"]')).to_have_text("redis: down")
+    expect(page.locator('#status .pill[data-component="gateway"]')).to_have_text("gateway")
+    watch.shot("redis-down")
 
 
 # --- 2. generate ----------------------------------------------------------------------------------
@@ -493,3 +519,50 @@ def test_the_ui_reconnects_and_catches_up_when_the_gateway_restarts(
     assert progress == sorted(progress) and progress[-1] == 100, progress
     expect(row.locator("svg.loss-chart")).to_have_count(1)
     expect(page.locator(f'.profile[data-profile-id="{job_id}"]')).to_have_count(1)
+
+
+def pump_until(page: Page, cond: Any, what: str, timeout_ms: int = 10_000) -> None:
+    """wait_for for Playwright's own events (route handlers run only inside its calls)."""
+    for _ in range(timeout_ms // 50):
+        if cond():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_connection_that_goes_silent_is_replaced(platform: RunningPlatform, watch: Watch) -> None:
+    """A WebSocket can die without a close (a laptop's sleep, a proxy's idle cut): the UI
+    pings it, and when nothing comes back it connects again. The page's time runs on a
+    fake clock, advanced a ping interval (20 s) at a time."""
+    connections: list[dict[str, Any]] = []
+
+    def relay(ws: WebSocketRoute) -> None:
+        link: dict[str, Any] = {"silent": False, "pongs": 0}
+        connections.append(link)
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if link["silent"]:
+                return
+            link["pongs"] += json.loads(message).get("type") == "pong"
+            ws.send(message)
+
+        ws.on_message(lambda m: None if link["silent"] else server.send(m))
+        server.on_message(from_server)
+
+    watch.page.clock.install()
+    watch.page.route_web_socket("**/ws", relay)
+    page = open_ui(watch, platform)
+    first = connections[0]
+    for pongs in (1, 2):  # answered pings keep the connection
+        page.clock.run_for(20_000)
+        pump_until(page, lambda n=pongs: first["pongs"] == n, what=f"pong {pongs}")
+    assert len(connections) == 1
+
+    first["silent"] = True
+    page.clock.run_for(20_000)  # a ping, unanswered
+    page.clock.run_for(20_000)  # silent too long: dropped, a reconnect is scheduled
+    expect(page.locator("#live")).not_to_have_attribute("data-live", "open")
+    page.clock.run_for(1_000)  # the first backoff
+    pump_until(page, lambda: len(connections) == 2, what="a new connection")
+    expect(page.locator("#live")).to_have_attribute("data-live", "open")

@@ -65,9 +65,9 @@ export class Jobs {
   async fetchTimes(job) {
     try {
       const view = await api.status(job.jobId);
-      for (const key of ['createdAt', 'startedAt', 'finishedAt', 'type']) {
-        if (view[key] && !job[key]) job[key] = view[key];
-      }
+      // The server's times win over what a snapshot let us guess.
+      for (const key of ['createdAt', 'startedAt', 'finishedAt']) if (view[key]) job[key] = view[key];
+      job.type ||= view.type;
       this.render(job);
     } catch {
       // Not fatal: the row just shows no elapsed time yet.
@@ -116,7 +116,8 @@ export class Jobs {
     }
     if (msg.progress !== undefined && msg.progress !== null) job.progress = msg.progress;
     job.etaSeconds = msg.etaSeconds ?? null;
-    if (msg.state === 'running' && !job.startedAt && msg.ts) job.startedAt = msg.ts;
+    // A snapshot's time is its last update, not its start.
+    if (msg.state === 'running' && !msg.snapshot && !job.startedAt && msg.ts) job.startedAt = msg.ts;
     if (TERMINAL.has(msg.state) && !job.finishedAt && msg.ts) job.finishedAt = msg.ts;
 
     const m = msg.metrics;

@@ -16,11 +16,22 @@ export class Profiles {
     this.onChange = onChange;
     this.onUse = onUse;
     this.loading = null;
+    this.stale = false;
   }
 
   load() {
-    // Coalesce: several trainings finishing together cause one reload.
-    this.loading ??= this.fetch().finally(() => (this.loading = null));
+    // Coalesce: several trainings finishing together cause one reload. A load asked for
+    // while one is under way runs again after it: that one may predate the new profile.
+    if (this.loading) {
+      this.stale = true;
+      return this.loading;
+    }
+    this.loading = (async () => {
+      do {
+        this.stale = false;
+        await this.fetch();
+      } while (this.stale);
+    })().finally(() => (this.loading = null));
     return this.loading;
   }
 

@@ -9,27 +9,38 @@ const ORDER = ['gateway', 'redis', 'database', 's3', 'triton'];
 
 export function startStatus(bar, notices, { onHealth = () => {} } = {}) {
   let timer = null;
+  let latest = 0; // only the newest of overlapping refreshes renders and re-arms the timer
+  let shown = '';
 
-  function pill(label, status, detail) {
+  // The colour is not the only sign: a component that is not ok says so in words.
+  function pill({ name, status, detail }) {
     return h('span', {
       class: 'pill',
-      dataset: { status, component: label },
+      dataset: { status, component: name },
       title: detail || status,
-      text: label,
+      text: status === 'ok' ? name : `${name}: ${status}`,
     });
+  }
+
+  // The bar is a live region: re-render only what changed, or screen readers re-read it.
+  function show(pills, overall) {
+    const key = JSON.stringify([pills, overall]);
+    if (key === shown) return;
+    shown = key;
+    bar.replaceChildren(...pills.map(pill));
+    bar.dataset.overall = overall;
   }
 
   function render(health) {
     const comps = health.components || {};
     const names = Object.keys(comps).filter((n) => n !== 'functions');
     names.sort((a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99));
-    const pills = names.map((n) => pill(n, comps[n].status, comps[n].error));
+    const pills = names.map((n) => ({ name: n, status: comps[n].status, detail: comps[n].error }));
     for (const [name, fn] of Object.entries(comps.functions || {}).sort()) {
       const replicas = `${fn.replicas} replica${fn.replicas === 1 ? '' : 's'}`;
-      pills.push(pill(name, fn.status, fn.error ? `${fn.error} (${replicas})` : replicas));
+      pills.push({ name, status: fn.status, detail: fn.error ? `${fn.error} (${replicas})` : replicas });
     }
-    bar.replaceChildren(...pills);
-    bar.dataset.overall = health.status || 'unknown';
+    show(pills, health.status || 'unknown');
     const lines = health.notices || [];
     notices.hidden = !lines.length;
     notices.textContent = lines.join(' ');
@@ -37,13 +48,15 @@ export function startStatus(bar, notices, { onHealth = () => {} } = {}) {
 
   async function refresh() {
     clearTimeout(timer);
+    const mine = ++latest;
     try {
       const health = await api.health();
+      if (mine !== latest) return;
       render(health);
       onHealth(health);
     } catch (err) {
-      bar.replaceChildren(pill('gateway', 'down', err.message));
-      bar.dataset.overall = 'down';
+      if (mine !== latest) return;
+      show([{ name: 'gateway', status: 'down', detail: err.message }], 'down');
     }
     if (!document.hidden) timer = setTimeout(refresh, EVERY_MS);
   }
