@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     animator: str = Field(
         "weightfree", description="Talking-head animator: `weightfree` (built in)."
     )
+    upscaler: str = Field(
+        "lanczos", description="Upscaler of `options.upscale`: `lanczos` (built in)."
+    )
     video_fps: int = Field(25, ge=1, le=60)
     video_size: int = Field(512, ge=64, le=2048, description="Output video side in pixels.")
 

@@ -95,6 +95,7 @@ class StepError(RuntimeError):
 
 def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     from myspinbot.animate import get_animator
+    from myspinbot.media.upscale import get_upscaler
     from myspinbot.media.video import VideoEncoder, probe
     from myspinbot.speech import get_engine
 
@@ -135,12 +136,13 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         encoder = VideoEncoder(video_path, width=size, height=size, fps=fps, audio_wav=wav_path)
         try:
             with step("animate"):
+                upscale = get_upscaler(settings) if work != size else None
                 source = portrait.resize((work, work), Image.Resampling.LANCZOS)
                 frames = animator.animate(
                     source, speech.samples, speech.sample_rate, fps, speech.words
                 )
                 for i, frame in enumerate(frames, start=1):
-                    encoder.write(_upscaled(frame, size) if work != size else frame)
+                    encoder.write(upscale(frame, size) if upscale else frame)
                     run.progress("animate", i / frames_total, f"Rendering frame {i}/{frames_total}")
             with step("finish"):
                 run.progress("finish", 0.0, "Encoding the video")
@@ -173,6 +175,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "size": size,
         "speechEngine": settings.tts_engine,
         "animator": animator.name,
+        "upscaler": settings.upscaler if options.upscale else None,
         "video": video,
         "artifacts": artifacts,
     }
@@ -327,12 +330,6 @@ def _square(image: Image.Image, size: int) -> Image.Image:
     left, top = (image.width - side) // 2, (image.height - side) // 2
     square = image.crop((left, top, left + side, top + side))
     return square.resize((size, size), Image.Resampling.LANCZOS)
-
-
-def _upscaled(frame: Any, size: int) -> Any:
-    from myspinbot.media.video import upscale_lanczos
-
-    return upscale_lanczos(frame, size)
 
 
 def _upload(

@@ -263,6 +263,7 @@ def test_upscale_animates_at_half_size_and_delivers_the_full_size(
     )  # fmt: skip
     final = finished(platform, job_id)
     assert final["state"] == "completed", final
+    assert final["result"]["upscaler"] == "lanczos"
     video = tmp_path / "video.mp4"
     video.write_bytes(httpx.get(final["result"]["video"]["url"], timeout=30).content)
     info = probe(video)
