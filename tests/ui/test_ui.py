@@ -337,7 +337,7 @@ def test_a_running_job_can_be_cancelled_after_a_reload(
     expect(row.locator("progress")).not_to_have_attribute("value", "0")
     watch.shot("running-after-reload")
 
-    row.locator("button.cancel").click()
+    row.get_by_role("button", name="Cancel Training").click()  # says which job it stops
     expect(row).to_have_attribute("data-state", "cancelled", timeout=60_000)
     expect(row.locator(".state")).to_have_text("cancelled")
     expect(row.locator("button.cancel")).to_be_hidden()

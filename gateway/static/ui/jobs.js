@@ -224,6 +224,9 @@ export class Jobs {
         .filter(Boolean)
         .join(' · ');
       title.title = j.jobId;
+      // Screen readers hear which job a bar or a button belongs to.
+      bar.setAttribute('aria-label', `Progress of ${title.textContent}`);
+      cancel.setAttribute('aria-label', `Cancel ${title.textContent}`);
       state.textContent = j.state;
       state.dataset.state = j.state;
       cancel.hidden = !ACTIVE.has(j.state);
