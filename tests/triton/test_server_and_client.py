@@ -59,19 +59,26 @@ def test_down_server_fails_readably_after_bounded_retries_then_recovers(
 def test_triton_metrics_count_the_requests(triton: EmbeddedTriton) -> None:
     """Acceptance 5: Triton's own metrics, on its metrics port, show our requests."""
 
-    def successes() -> float:
-        text = httpx.get(triton.metrics_url, timeout=10).text
-        found = re.search(
-            r'nv_inference_request_success\{model="text_encoder",version="1"\} (\S+)', text
-        )
-        return float(found.group(1)) if found else 0.0
+    families = (
+        "nv_inference_request_success",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+    )
 
-    before = successes()
+    def read() -> dict[str, float]:
+        text = httpx.get(triton.metrics_url, timeout=10).text
+        values = {}
+        for family in families:
+            found = re.search(family + r'\{model="text_encoder",version="1"\} (\S+)', text)
+            values[family] = float(found.group(1)) if found else 0.0
+        return values
+
+    before = read()
     client = TritonClient(triton.url)
     for _ in range(3):
         client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
     client.close()
-    text = httpx.get(triton.metrics_url, timeout=10).text
-    assert successes() == before + 3
-    for family in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"):
-        assert family in text
+    after = read()
+    assert after["nv_inference_request_success"] == before["nv_inference_request_success"] + 3
+    for family in families[1:]:  # the time those requests spent queued and computing
+        assert after[family] > before[family], family
