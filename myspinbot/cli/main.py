@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ def up(
     console.print(
         f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})"
     )
+    # Until serve_forever takes the signals over, Ctrl-C or SIGTERM interrupts the start:
+    # the children run in their own sessions, so stop them rather than leave them behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         platform.start()
         gw = platform.urls["gateway"]
@@ -82,6 +86,8 @@ def up(
             )
         console.print("Press Ctrl-C to stop.")
         platform.serve_forever()
+    except KeyboardInterrupt:
+        pass
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/]")
         platform.stop()

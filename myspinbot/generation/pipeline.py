@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import redis
@@ -31,7 +31,11 @@ from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.links import signed_artifact
 from myspinbot.voice.profile import VoiceProfile
+
+if TYPE_CHECKING:
+    from myspinbot.script import Script
 
 STEPS = [
     Step("script", 5, title="Writing the script"),
@@ -338,7 +342,7 @@ def _upload(
     video: Path,
     wav: Path,
     portrait: Image.Image,
-    script: Any,
+    script: Script,
 ) -> list[dict[str, Any]]:
     png = io.BytesIO()
     portrait.save(png, "PNG")
@@ -353,4 +357,4 @@ def _upload(
         artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
     size = store.put_file(prefix + "video.mp4", video, "video/mp4")
     artifacts.append({"name": "video.mp4", "key": prefix + "video.mp4", "size": size})
-    return [{**a, "url": store.presigned_url(a["key"])} for a in artifacts]
+    return [signed_artifact(store, a) for a in artifacts]

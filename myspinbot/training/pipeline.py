@@ -30,6 +30,7 @@ from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.links import signed_artifact
 
 STEPS = [
     Step("prepare", 8, title="Preparing photos"),
@@ -192,7 +193,7 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
             "hash": model.model_hash,
             "placeholder": model.is_placeholder,
         },
-        "artifacts": [{**a, "url": store.presigned_url(a["key"])} for a in artifacts],
+        "artifacts": [signed_artifact(store, a) for a in artifacts],
         "steps": result.steps,
         "finalLoss": metadata["finalLoss"],
         "lossCurve": metadata["lossCurve"],

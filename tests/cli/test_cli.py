@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.support import ROOT, RunningPlatform
+from myspinbot.netutil import free_port
+from myspinbot.runtime.supervisor import up_argv
+from tests.support import FUNCTIONS, ROOT, TEST_TRITON_REPOSITORY, RunningPlatform, wait_for
 
 
 def cli(
@@ -69,3 +73,30 @@ def test_errors_are_one_readable_line(platform: RunningPlatform) -> None:
     assert both.returncode == 2 and "exactly one" in both.stderr
     down = cli(None, "jobs", "--url", "http://127.0.0.1:9")
     assert down.returncode == 1 and "myspinbot up" in down.stderr
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
+    """The children run in their own sessions: a Ctrl-C before the platform is ready must
+    still stop every one of them, and `up` exits cleanly."""
+    data = tmp_path / "data"
+    argv = up_argv(free_port(), data, [FUNCTIONS / "status", FUNCTIONS / "ws-relay"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSPINBOT_")}
+    env["MYSPINBOT_TRITON_REPOSITORY"] = str(TEST_TRITON_REPOSITORY)
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    state = data / "run" / "platform.json"
+    # Written once the children are started, before the platform is healthy.
+    wait_for(state.exists, timeout=120, what="the children to start", interval=0.02)
+    pids = [c["pid"] for c in json.loads(state.read_text())["children"]]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 0, (tmp_path / "up.log").read_text()
+    for pid in pids:
+        wait_for(lambda pid=pid: not _alive(pid), timeout=10, what=f"process {pid} to end")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
