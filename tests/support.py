@@ -23,6 +23,14 @@ FUNCTIONS = ROOT / "functions"
 TEST_TRITON_REPOSITORY = Path(tempfile.gettempdir()) / f"myspinbot-test-triton-{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_for(
     cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05
 ) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,7 @@ import redis
 
 from myspinbot.netutil import free_port, port_open
 from myspinbot.redisserver import EmbeddedRedis
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.support import pid_alive
 
 
 def test_set_get_and_url(tmp_path: Path) -> None:
@@ -60,9 +52,9 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     server.start()
     pid = server.pid
     port = server.port
-    assert pid is not None and _pid_alive(pid)
+    assert pid is not None and pid_alive(pid)
     server.stop()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
     assert not port_open("127.0.0.1", port)
     assert not server.running
     server.stop()  # idempotent
