@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,7 @@ def up(
     set; otherwise starts a local redis-server and S3 server and uses SQLite, all
     under the data directory.
     """
-    from myspinbot.runtime.supervisor import Platform
+    from myspinbot.runtime.supervisor import Platform, StartInterrupted
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v
@@ -67,9 +66,9 @@ def up(
     console.print(
         f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})"
     )
-    # Until serve_forever takes the signals over, Ctrl-C or SIGTERM interrupts the start:
-    # the children run in their own sessions, so stop them rather than leave them behind.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # The children run in their own sessions: a Ctrl-C during the start must still stop
+    # them, not leave them behind.
+    platform.handle_signals()
     try:
         platform.start()
         gw = platform.urls["gateway"]
@@ -86,7 +85,7 @@ def up(
             )
         console.print("Press Ctrl-C to stop.")
         platform.serve_forever()
-    except KeyboardInterrupt:
+    except StartInterrupted:
         pass
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/]")

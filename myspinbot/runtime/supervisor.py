@@ -85,6 +85,10 @@ class Child:
         return self.proc.pid if self.proc else None
 
 
+class StartInterrupted(Exception):
+    """A stop was asked for (Ctrl-C, SIGTERM) before the platform was ready."""
+
+
 class Platform:
     def __init__(
         self,
@@ -101,18 +105,38 @@ class Platform:
         self._s3_server: EmbeddedS3 | None = None
         self._triton_server: EmbeddedTriton | None = None
         self._stopping = False
+        self._stop_requested = False
         self.urls: dict[str, str] = {}
+
+    # --- signals ----------------------------------------------------------------------------
+    def handle_signals(self) -> None:
+        """Ctrl-C and SIGTERM ask for a stop, from now on: during start() too, where they end
+        it at the next phase (StartInterrupted), so what it started can be stopped. (A
+        KeyboardInterrupt could land anywhere, even in a finalizer that swallows it.)"""
+
+        def request_stop(*_: Any) -> None:
+            self._stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise StartInterrupted
 
     # --- start ------------------------------------------------------------------------------
     def start(self) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
         redis_url = self.settings.redis_url or self._start_redis()
+        self._check_stop()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
+        self._check_stop()
         env = self._child_env(redis_url, s3_endpoint)
         if self._uses_triton():
             env["MYSPINBOT_TRITON_URL"] = self.settings.triton_url or self._start_triton()
             self.urls["triton"] = env["MYSPINBOT_TRITON_URL"]
+            self._check_stop()
         settings = Settings(
             **{**self.settings.model_dump(), "redis_url": redis_url, "s3_endpoint": s3_endpoint}
         )
@@ -250,6 +274,7 @@ class Platform:
         url = self.urls["gateway"] + "/health"
         last = "no answer"
         while time.monotonic() < deadline:
+            self._check_stop()
             self.poll()
             try:
                 resp = httpx.get(url, timeout=2)
@@ -304,15 +329,8 @@ class Platform:
         tmp.replace(path)
 
     def serve_forever(self) -> None:
-        stop = False
-
-        def on_signal(*_: Any) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        while not stop:
+        """Keep the children running until a stop is asked for (see handle_signals)."""
+        while not self._stop_requested:
             self.poll()
             time.sleep(0.2)
 

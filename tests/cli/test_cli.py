@@ -11,7 +11,14 @@ from pathlib import Path
 
 from myspinbot.netutil import free_port
 from myspinbot.runtime.supervisor import up_argv
-from tests.support import FUNCTIONS, ROOT, TEST_TRITON_REPOSITORY, RunningPlatform, wait_for
+from tests.support import (
+    FUNCTIONS,
+    ROOT,
+    TEST_TRITON_REPOSITORY,
+    RunningPlatform,
+    pid_alive,
+    wait_for,
+)
 
 
 def cli(
@@ -88,15 +95,12 @@ def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
     # Written once the children are started, before the platform is healthy.
     wait_for(state.exists, timeout=120, what="the children to start", interval=0.02)
     pids = [c["pid"] for c in json.loads(state.read_text())["children"]]
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 0, (tmp_path / "up.log").read_text()
-    for pid in pids:
-        wait_for(lambda pid=pid: not _alive(pid), timeout=10, what=f"process {pid} to end")
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0, (tmp_path / "up.log").read_text()
+        for pid in pids:
+            wait_for(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"process {pid} to end")
+    finally:  # a failure must not leave the platform running for the rest of the suite
+        for pid in [proc.pid, *pids]:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
