@@ -34,10 +34,12 @@ class Animator(Protocol):
         sample_rate: int,
         fps: int,
         words: Sequence[Any] | None = None,
+        phonemes: Sequence[Any] | None = None,
     ) -> Iterator[npt.NDArray[np.uint8]]:
         """Exactly frame_count(len(audio) / sample_rate, fps) frames, H x W x 3 uint8 RGB
-        at the portrait's size. `audio` is mono float32 in [-1, 1]; `words`, if given,
-        are timings (objects with .word, .start_s, .end_s) an animator may use."""
+        at the portrait's size. `audio` is mono float32 in [-1, 1]; `words` and
+        `phonemes`, if given, are timings (objects with .word or .phone, .start_s,
+        .end_s; myspinbot.speech.models) an animator may use."""
         ...
 
 

@@ -58,6 +58,7 @@ class WeightFreeAnimator:
         sample_rate: int,
         fps: int,
         words: Sequence[Any] | None = None,
+        phonemes: Sequence[Any] | None = None,
     ) -> Iterator[Frame]:
         """Frames (H x W x 3 uint8 RGB, the portrait's size) for the whole of `audio`.
 

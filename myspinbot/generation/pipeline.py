@@ -143,7 +143,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
                 upscale = get_upscaler(settings) if work != size else None
                 source = portrait.resize((work, work), Image.Resampling.LANCZOS)
                 frames = animator.animate(
-                    source, speech.samples, speech.sample_rate, fps, speech.words
+                    source, speech.samples, speech.sample_rate, fps, speech.words, speech.phonemes
                 )
                 for i, frame in enumerate(frames, start=1):
                     encoder.write(upscale(frame, size) if upscale else frame)

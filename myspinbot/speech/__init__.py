@@ -2,6 +2,14 @@
 
 from myspinbot.speech.engine import SpeechEngine, get_engine
 from myspinbot.speech.espeak import EspeakEngine
-from myspinbot.speech.models import Speech, SpeechError, WordTiming
+from myspinbot.speech.models import PhonemeTiming, Speech, SpeechError, WordTiming
 
-__all__ = ["EspeakEngine", "Speech", "SpeechEngine", "SpeechError", "WordTiming", "get_engine"]
+__all__ = [
+    "EspeakEngine",
+    "PhonemeTiming",
+    "Speech",
+    "SpeechEngine",
+    "SpeechError",
+    "WordTiming",
+    "get_engine",
+]

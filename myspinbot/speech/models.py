@@ -1,4 +1,5 @@
-"""What a speech engine returns: the audio, and where each word falls in it when known."""
+"""What a speech engine returns: the audio, and where each word and phoneme falls in it
+when known."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class WordTiming:
     end_s: float
 
 
+@dataclass(frozen=True)
+class PhonemeTiming:
+    """One phoneme of the narration: ARPAbet without stress digits, upper case ("AA", "P",
+    "M"), or "SIL" for a pause. The animator turns these into mouth shapes."""
+
+    phone: str
+    start_s: float
+    end_s: float
+
+
 # eq=False: comparing two arrays elementwise yields an array, not a bool, so the generated
 # __eq__ would raise; identity comparison is the honest default for a block of audio.
 @dataclass(frozen=True, eq=False)
@@ -29,6 +40,7 @@ class Speech:
     samples: npt.NDArray[np.float32]  # mono, in [-1, 1]
     sample_rate: int
     words: list[WordTiming] | None  # None when the engine gives no timings
+    phonemes: list[PhonemeTiming] | None = None  # None when nothing aligned the audio
 
     def __post_init__(self) -> None:
         # Engines work in float64 and the video side wants float32: convert once, here,
