@@ -4,7 +4,9 @@ and processes that are always stopped."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -12,8 +14,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ GRAFANA_PROVISIONING = ROOT / "infra" / "grafana" / "provisioning"
 PROVISION_SECRETS = ROOT / "infra" / "provision_secrets.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 FUNCTIONS = ROOT / "functions"
+MINIO_INIT = ROOT / "infra" / "minio" / "init.sh"
+EXPORTER_METRICS = Path(__file__).parent / "data" / "exporter_metrics.yml"
 DOMAIN = "myspinbot.local"
 
 # Where each tool comes from, for the failure message when it is missing. CI
@@ -86,6 +91,141 @@ def compose() -> dict[str, Any]:
     return dict(load_yaml(COMPOSE))
 
 
+# --- Compose, rendered the way `docker compose [--profile P] config` renders it ----------
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?P<op>:?[-?])?(?P<arg>[^}]*)\}|(?P<bare>\w+))"
+)
+
+
+class MissingVariable(ValueError):
+    """A ${VAR:?message} whose variable is unset or empty: Compose refuses the file."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR-default},
+    ${VAR:?error}, ${VAR?error}, $VAR, and $$ for a literal $."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        value, op, arg = env.get(name), match["op"] or "", match["arg"] or ""
+        unset = value is None or (op.startswith(":") and value == "")
+        if op.endswith("-"):
+            return arg if unset else str(value)
+        if op.endswith("?"):
+            if unset:
+                raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+            return str(value)
+        return "" if value is None else value
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def _interpolate_tree(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        # Extension fields (x-*) are not interpolated by Compose either.
+        return {
+            k: node[k] if str(k).startswith("x-") else _interpolate_tree(v, env)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_interpolate_tree(v, env) for v in node]
+    if isinstance(node, str):
+        return interpolate(node, env)
+    return node
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as Compose's --env-file reads them (no quoting is used here)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value
+    return env
+
+
+def render_compose(
+    env: dict[str, str], profiles: Collection[str] = (), files: tuple[Path, ...] = (COMPOSE,)
+) -> dict[str, Any]:
+    """The project as `docker compose -f ... --profile ... config` prints it: YAML anchors
+    and merge keys resolved, later files merged over earlier ones, variables
+    substituted from `env`, services of inactive profiles left out, top-level x-
+    fragments dropped. A service that depends on a left-out one is an error, as in
+    Compose."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        _merge_compose(merged, load_yaml(path))
+    doc = _interpolate_tree({k: v for k, v in merged.items() if not str(k).startswith("x-")}, env)
+    active = {
+        name: svc
+        for name, svc in doc["services"].items()
+        if not svc.get("profiles") or set(svc["profiles"]) & set(profiles)
+    }
+    for name, svc in active.items():
+        for dep in svc.get("depends_on", {}):
+            if dep not in active:
+                raise ValueError(f"service {name} depends on {dep}, which is not enabled")
+    doc["services"] = active
+    return dict(doc)
+
+
+def _merge_compose(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Compose's merge of override files: maps merge by key; lists of ports and
+    volumes are appended; other values are replaced."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_compose(into[key], value)
+        elif key in {"ports", "expose", "volumes"} and isinstance(into.get(key), list):
+            into[key] = into[key] + [v for v in value if v not in into[key]]
+        else:
+            into[key] = value
+
+
+@functools.cache
+def provisioned() -> Path:
+    """A secrets directory made by infra/provision_secrets.sh, once per test session,
+    as `infra/provision_secrets.sh` makes infra/secrets/ for a real stack."""
+    out = Path(tempfile.mkdtemp(prefix="myspinbot-secrets-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k not in {"DOMAIN", "BASIC_AUTH_PASSWORD"}}
+    result = run(["bash", str(PROVISION_SECRETS), "--out", str(out / "secrets")], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / "secrets"
+
+
+def generated_env() -> dict[str, str]:
+    """The passwords provision_secrets.sh generated (its stack.env)."""
+    return read_env_file(provisioned() / "stack.env")
+
+
+def stack_env() -> dict[str, str]:
+    """What `docker compose --env-file .env --env-file infra/secrets/stack.env` reads,
+    with .env copied from .env.example unchanged (the later file wins)."""
+    return {**read_env_file(ENV_EXAMPLE), **generated_env()}
+
+
+def static_exporters() -> dict[str, dict[str, Any]]:
+    """Exporters checked against their documented metric names
+    (tests/infra/data/exporter_metrics.yml): name -> job, prefixes, names, source."""
+    out = {}
+    for name, spec in load_yaml(EXPORTER_METRICS)["exporters"].items():
+        names = set(spec.get("metrics", []))
+        for family in spec.get("histograms", []):
+            names |= {family + suffix for suffix in ("_bucket", "_sum", "_count")}
+        out[name] = {**spec, "names": names, "prefixes": tuple(spec["prefixes"])}
+    return out
+
+
+def exporter_for(metric: str) -> str | None:
+    """The static exporter whose prefix `metric` has, if any."""
+    for name, spec in static_exporters().items():
+        if metric.startswith(spec["prefixes"]):
+            return name
+    return None
+
+
 TEMPLATE = re.compile(r"\{\{\s*env \"DOMAIN\"\s*\|\s*default \"([^\"]+)\"\s*\}\}")
 
 
@@ -111,11 +251,11 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             into[key] = value
 
 
-VOLUME = re.compile(r"^(?P<source>\$\{[^}]*\}|[^:]+):(?P<target>[^:]+)(?::(?P<mode>\w+))?$")
+VOLUME = re.compile(r"^(?P<source>\$\{[^}]*\}[^:]*|[^:]+):(?P<target>[^:]+)(?::(?P<mode>\w+))?$")
 
 
 def split_volume(spec: str) -> tuple[str, str]:
-    """A short-syntax volume `source:target[:mode]` (the source may be ${VAR:-default})."""
+    """A short-syntax volume `source:target[:mode]` (the source may be ${VAR:-default}/file)."""
     match = VOLUME.match(spec)
     assert match, f"cannot parse volume {spec!r}"
     return match["source"], match["target"]

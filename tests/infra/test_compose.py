@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from myspinbot.settings import Settings
 from tests.infra.support import (
@@ -25,14 +26,23 @@ from tests.infra.support import (
     ROOT,
     TRAEFIK_STATIC,
     compose,
+    generated_env,
+    interpolate,
     load_yaml,
+    read_env_file,
+    render_compose,
     run,
     split_volume,
+    stack_env,
     tool,
     traefik_dynamic,
 )
 
-OBSERVABILITY = {"prometheus", "grafana", "cadvisor", "dcgm-exporter"}
+# Services that start only with `--profile NAME`.
+PROFILES = {
+    "observability": {"prometheus", "grafana", "cadvisor", "dcgm-exporter"},
+    "chatbot": {"ollama", "ollama-pull", "open-webui"},
+}
 FUNCTION_NAMES = sorted(p.parent.name for p in FUNCTIONS.glob("*/function.yaml"))
 
 
@@ -53,10 +63,37 @@ def host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_DEV], ids=lambda p: p.name)
-def test_validates_against_the_compose_specification(path: Path) -> None:
+def check_compose_schema(path: Path) -> None:
     result = run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_DEV], ids=lambda p: p.name)
+def test_validates_against_the_compose_specification(path: Path) -> None:
+    check_compose_schema(path)
+
+
+@pytest.mark.parametrize(
+    "profiles",
+    [(), ("observability",), ("chatbot",), ("observability", "chatbot")],
+    ids=lambda p: "+".join(p) or "no-profile",
+)
+def test_the_rendered_project_validates_for_every_profile(
+    profiles: tuple[str, ...], tmp_path: Path
+) -> None:
+    """What `docker compose --env-file .env --env-file stack.env --profile ... config`
+    prints: every variable resolves (the required ones from provision_secrets.sh),
+    no service depends on one its profiles leave out, and the result is still a valid
+    Compose file, with and without the development overlay."""
+    for files in [(COMPOSE,), (COMPOSE, COMPOSE_DEV)]:
+        rendered = render_compose(stack_env(), profiles, files)
+        expected = {n for n, s in services().items() if not s.get("profiles")}
+        expected |= {n for p in profiles for n in PROFILES[p]}
+        assert set(rendered["services"]) == expected
+        out = tmp_path / f"{len(files)}-{'+'.join(profiles)}.yml"
+        out.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        check_compose_schema(out)
+        assert "${" not in out.read_text().replace("$${", ""), "a variable was left unresolved"
 
 
 def test_every_traefik_router_points_at_a_service_and_port_that_exist() -> None:
@@ -85,7 +122,10 @@ def test_traefik_serves_the_documented_hosts_with_admin_auth() -> None:
         match = re.match(r"Host\(`([^`]+)`\)", router["rule"])
         assert match, f"router {name}: rule without a Host: {router['rule']}"
         hosts[match.group(1)] = name
-    expected = ["api", "ui", "grafana", "prometheus", "s3", "redis", "pgadmin", "proxy", "nuclio"]
+    expected = [
+        *("api", "ui", "grafana", "prometheus", "s3", "redis", "pgadmin", "proxy", "nuclio"),
+        *("minio", "chat"),
+    ]
     assert sorted(hosts) == sorted(f"{h}.{DOMAIN}" for h in expected)
     # Dashboards without a login of their own sit behind basic auth.
     for name in ("prometheus", "redis", "proxy", "nuclio"):
@@ -101,20 +141,32 @@ def test_traefik_files_are_mounted_where_its_config_looks() -> None:
     mounts = {target: source for source, target in map(split_volume, traefik["volumes"])}
     assert static["providers"]["file"]["directory"] in mounts
     assert mounts["/etc/traefik/traefik.yml"].endswith("infra/traefik/traefik.yml")
-    assert {host_port(a)[1] for a in (e["address"] for e in static["entryPoints"].values())} == {
+    entry_ports = {n: host_port(e["address"])[1] for n, e in static["entryPoints"].items()}
+    # web and websecure are published; the metrics entry point only on the internal network.
+    assert {entry_ports["web"], entry_ports["websecure"]} == {
         int(p.rsplit(":", 1)[1]) for p in traefik["ports"]
     }
+    assert entry_ports["metrics"] in exposed_ports(traefik)
+    assert static["metrics"]["prometheus"]["entryPoint"] == "metrics"
+    # Routers without their own entryPoints attach to the default ones: websecure only.
+    assert [n for n, e in static["entryPoints"].items() if e.get("asDefault")] == ["websecure"]
+    assert all("entryPoints" not in r for r in traefik_dynamic()["http"]["routers"].values())
     assert "ping" in static, "the compose healthcheck (`traefik healthcheck`) needs ping"
-    # Certificates and the htpasswd file come from the secrets mount, under the
-    # names provision_secrets.sh writes (tests/infra/test_secrets.py runs it).
-    secrets_mount = next(t for t, s in mounts.items() if "SECRETS_DIR" in s)
+    # Certificates and the htpasswd file come from the secrets directory, under the
+    # names provision_secrets.sh writes (tests/infra/test_secrets.py runs it), one file
+    # at a time: the stack's other passwords (stack.env) are not Traefik's to read.
+    secret_mounts = {t: s for t, s in mounts.items() if "SECRETS_DIR" in s}
+    assert {Path(s).name for s in secret_mounts.values()} == {
+        "wildcard.crt",
+        "wildcard.key",
+        "htpasswd",
+    }
+    assert all(Path(t).name == Path(s).name for t, s in secret_mounts.items())
     dynamic = traefik_dynamic()
     files = [dynamic["http"]["middlewares"]["admin-auth"]["basicAuth"]["usersFile"]]
     for cert in dynamic["tls"]["certificates"]:
         files += [cert["certFile"], cert["keyFile"]]
-    for f in files:
-        assert f.startswith(secrets_mount + "/"), f
-        assert Path(f).name in {"wildcard.crt", "wildcard.key", "htpasswd"}, f
+    assert set(files) <= set(secret_mounts), files
 
 
 def test_every_depends_on_target_has_a_healthcheck() -> None:
@@ -136,13 +188,14 @@ def test_every_depends_on_target_has_a_healthcheck() -> None:
             )
 
 
-def test_services_outside_the_profile_do_not_depend_on_it() -> None:
+def test_services_outside_a_profile_do_not_depend_on_it() -> None:
     svcs = services()
-    profiled = {n for n, s in svcs.items() if "observability" in s.get("profiles", [])}
-    assert profiled == OBSERVABILITY
-    for name, svc in svcs.items():
-        if name not in profiled:
-            assert not profiled & set(svc.get("depends_on", {})), name
+    for profile, members in PROFILES.items():
+        profiled = {n for n, s in svcs.items() if profile in s.get("profiles", [])}
+        assert profiled == members, profile
+        for name, svc in svcs.items():
+            if name not in profiled:
+                assert not profiled & set(svc.get("depends_on", {})), name
 
 
 def test_every_prometheus_target_is_a_compose_service() -> None:
@@ -164,6 +217,7 @@ def test_every_prometheus_target_is_a_compose_service() -> None:
         "minio",
         "cadvisor",
         "dcgm-exporter",
+        "traefik",
         *FUNCTION_NAMES,
     } <= jobs
 
@@ -196,7 +250,7 @@ def test_functions_and_gateway_run_the_project_runtime() -> None:
     url = svcs["gateway"]["environment"]["MYSPINBOT_STATUS_URL"]
     host, port = host_port(url.split("://", 1)[1])
     assert host == "status" and port == int(svcs["status"]["environment"]["FUNCTION_HTTP_PORT"])
-    for gpu_user in ("train", "triton", "dcgm-exporter"):
+    for gpu_user in ("train", "triton", "dcgm-exporter", "ollama"):
         devices = svcs[gpu_user]["deploy"]["resources"]["reservations"]["devices"]
         assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
 
@@ -260,8 +314,12 @@ def test_volumes_are_named_and_bind_mounts_exist() -> None:
     for name, svc in doc["services"].items():
         for volume in svc.get("volumes", []):
             source, _ = split_volume(volume)
-            if source.startswith("${"):  # ${SECRETS_DIR:-../infra/secrets}
-                source = source.split(":-", 1)[1].rstrip("}")
+            if source.startswith("${SECRETS_DIR"):
+                # Written by provision_secrets.sh (git-ignored): a file it makes.
+                path = Path(interpolate(source, {}))
+                assert path.parent == Path("../infra/secrets"), f"{name}: {source}"
+                assert path.name in SECRETS_FILES, f"{name}: {source} is not made by provision"
+                continue
             if source.startswith("."):
                 # triton-models/ is the (possibly empty) model repository.
                 path = (COMPOSE.parent / source).resolve()
@@ -287,17 +345,25 @@ def _variables(text: str) -> dict[str, str]:
     return {m[1]: m[2] or "" for m in re.finditer(r"\$\{(\w+)(:[-?][^}]*)?\}", text)}
 
 
-def test_every_variable_is_in_env_example() -> None:
-    example = dict(
-        line.split("=", 1)
-        for line in ENV_EXAMPLE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+# provision_secrets.sh's files that compose mounts (tests/infra/test_secrets.py runs it).
+SECRETS_FILES = {"wildcard.crt", "wildcard.key", "htpasswd", "redis.conf"}
+
+
+def test_every_variable_is_in_env_example_or_generated() -> None:
+    """Configuration comes from .env (copied from .env.example), passwords from the
+    stack.env that provision_secrets.sh generates: nothing else is needed, and every
+    required variable has a value from one of them."""
+    example, generated = read_env_file(ENV_EXAMPLE), generated_env()
     for path in (COMPOSE, COMPOSE_DEV):
         for var, modifier in _variables(path.read_text()).items():
-            assert var in example, f"{path.name}: ${{{var}}} is not in .env.example"
+            assert var in example or var in generated, (
+                f"{path.name}: ${{{var}}} is neither in .env.example nor generated"
+            )
             if modifier.startswith(":?"):
-                assert example[var], f".env.example must give the required {var} a value"
+                assert example.get(var) or generated.get(var), f"nothing gives {var} a value"
+    # Every generated secret is used: a leftover would be a password nobody checks.
+    used = {v for p in (COMPOSE, COMPOSE_DEV) for v in _variables(p.read_text())}
+    assert set(generated) <= used, f"generated but unused: {set(generated) - used}"
 
 
 def test_dev_overlay_extends_existing_services() -> None:

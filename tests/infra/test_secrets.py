@@ -129,3 +129,37 @@ def test_a_given_password_and_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "basic-auth-password").exists()
     bad = run(["bash", str(PROVISION_SECRETS), "--out", str(tmp_path), "--domain", "x;rm"])
     assert bad.returncode == 2 and "not a valid domain" in bad.stderr
+
+
+def test_it_generates_every_stack_password_privately(secrets: Path) -> None:
+    assert secrets.stat().st_mode & 0o077 == 0, "the secrets directory is the owner's only"
+    stack = secrets / "stack.env"
+    assert stack.stat().st_mode & 0o077 == 0, "stack.env is readable by others"
+    values = dict(
+        line.split("=", 1) for line in stack.read_text().splitlines() if not line.startswith("#")
+    )
+    assert {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "REDIS_PASSWORD"} <= set(values)
+    assert len(set(values.values())) == len(values), "each secret is drawn separately"
+    # Redis gets its password in a config file the container's redis user can read.
+    conf = (secrets / "redis.conf").read_text().splitlines()
+    assert f"requirepass {values['REDIS_PASSWORD']}" in conf
+    assert (secrets / "redis.conf").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_rerun_keeps_the_stack_passwords_and_regenerates_only_a_removed_one(
+    tmp_path: Path,
+) -> None:
+    argv = ["bash", str(PROVISION_SECRETS), "--out", str(tmp_path)]
+    assert run(argv, env=_env()).returncode == 0
+    first = (tmp_path / "stack.env").read_text()
+    assert run(argv, env=_env()).returncode == 0
+    assert (tmp_path / "stack.env").read_text() == first, "a rerun must not rotate passwords"
+    # Rotating one: delete its line and run again.
+    kept = [line for line in first.splitlines() if not line.startswith("REDIS_PASSWORD=")]
+    (tmp_path / "stack.env").write_text("\n".join(kept) + "\n")
+    assert run(argv, env=_env()).returncode == 0
+    after = (tmp_path / "stack.env").read_text().splitlines()
+    assert set(kept) <= set(after)
+    (new,) = [line for line in after if line.startswith("REDIS_PASSWORD=")]
+    assert new not in first.splitlines()
+    assert f"requirepass {new.split('=', 1)[1]}" in (tmp_path / "redis.conf").read_text()
