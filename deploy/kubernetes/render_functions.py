@@ -257,6 +257,10 @@ def nuclio_function(config: FunctionConfig, image: str) -> dict[str, Any]:
             "annotations": raw["metadata"].get("annotations") or {},
         },
         "spec": spec,
+        # Nuclio's controller acts only on functions in one of its provisioning states
+        # (pkg/platform/kube/controller/nucliofunction.go); `nuctl deploy` sets this one
+        # after the build. The CRD has no status subresource, so it applies with the object.
+        "status": {"state": "waitingForResourceConfiguration"},
     }
 
 

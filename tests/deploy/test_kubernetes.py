@@ -135,6 +135,8 @@ def test_the_nuclio_function_uses_only_nuclio_fields() -> None:
     for trigger in spec["triggers"].values():
         assert set(trigger) <= NUCLIO_TRIGGER and trigger["kind"] in NUCLIO_TRIGGER_KINDS
     assert spec["image"] and "build" not in spec
+    # The state in which Nuclio's controller creates the function's resources.
+    assert status["status"] == {"state": "waitingForResourceConfiguration"}
 
 
 # --- what the manifests say -------------------------------------------------------------
