@@ -147,11 +147,12 @@ class Replica:
         if self.settings.redis_url:
             self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
         triggers: dict[str, Any] = dict(foreign_triggers or {})
+        hosted = host_context is not None
         if host_context is not None:
             self._user_data.append(host_context.user_data)
         for tname, trig in self.config.triggers.items():
-            if host_context is not None and trig.kind != "redis-stream":
-                continue
+            if hosted and trig.kind != "redis-stream":
+                continue  # Nuclio serves it
             contexts = make_contexts(
                 module,
                 tname,
