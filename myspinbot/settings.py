@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     function_dirs: list[Path] | None = Field(
         None, description="Function directories `myspinbot up` runs (default: functions/*)."
     )
+    nuclio_processor_config: Path = Field(
+        Path("/etc/nuclio/config/processor/processor.yaml"),
+        description="Where Nuclio's processor keeps the deployed function config (read by a "
+        "replica Nuclio started, for its stream triggers).",
+    )
     log_level: str = "INFO"
 
     @property

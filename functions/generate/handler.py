@@ -12,6 +12,7 @@ from myspinbot.db import JobHistory
 from myspinbot.generation.capabilities import generate_capabilities, keep_fresh
 from myspinbot.generation.pipeline import STEPS, GenerateDeps, run_generation
 from myspinbot.jobs.handler import JobRun, job_handler, setup
+from myspinbot.runtime.hosting import is_first_worker, join, stream_only
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
 
@@ -27,10 +28,12 @@ def init_context(context: Any) -> None:
     )
     context.user_data.capabilities = generate_capabilities(settings)
     # The replica publishes the first worker's capabilities; one refresher is enough.
-    if not context.worker_id:  # 0, or None outside a processor (nuclio_sdk.test)
+    if is_first_worker(context):  # "0" under either runner (a string, as Nuclio passes it)
         keep_fresh(context.user_data, settings)
+    join(context, handler)  # under Nuclio: run the stream consumer and register, here
 
 
+@stream_only
 @job_handler(steps=STEPS)
 def handler(run: JobRun) -> dict[str, Any]:
     return run_generation(run, run.context.user_data.deps)

@@ -12,6 +12,7 @@ import redis
 
 from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.jobs.queries import JobQueries
+from myspinbot.runtime.hosting import join
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.storage.links import signed_artifact, signed_result
@@ -30,6 +31,7 @@ def init_context(context: Any) -> None:
         ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
     )
     context.user_data.capabilities = {"status": {"available": True}}
+    join(context, handler)  # under Nuclio: register this replica with the platform
 
 
 def _json(context: Any, status: int, body: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 
 from myspinbot.db import JobHistory
 from myspinbot.jobs.handler import JobRun, job_handler, setup
+from myspinbot.runtime.hosting import join, stream_only
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.training.pipeline import STEPS, TrainDeps, run_training, unavailable_reason
@@ -33,8 +34,10 @@ def init_context(context: Any) -> None:
             **({"note": note} if note else {}),
         }
     }
+    join(context, handler)  # under Nuclio: run the stream consumer and register, here
 
 
+@stream_only
 @job_handler(steps=STEPS)
 def handler(run: JobRun) -> dict[str, Any]:
     return run_training(run, run.context.user_data.deps)

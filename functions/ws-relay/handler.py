@@ -9,6 +9,7 @@ import redis
 
 from myspinbot.db import JobHistory
 from myspinbot.jobs.relay import Relay
+from myspinbot.runtime.hosting import join, stream_only
 from myspinbot.settings import get_settings
 
 
@@ -17,8 +18,10 @@ def init_context(context: Any) -> None:
     client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
     context.user_data.relay = Relay(client, JobHistory(settings.sqlalchemy_url), settings)
     context.user_data.capabilities = {"events": {"available": True}}
+    join(context, handler)  # under Nuclio: run the stream consumer and register, here
 
 
+@stream_only
 def handler(context: Any, event: Any) -> dict[str, Any]:
     batch = event if isinstance(event, list) else [event]
     outcomes = context.user_data.relay.apply([(e.id, _body(e)) for e in batch])

@@ -1,9 +1,15 @@
 """`function.yaml` in Nuclio's format, parsed strictly.
 
 Only fields that exist in Nuclio's function config are accepted (unknown keys
-are an error, so a typo does not silently do nothing). `redis-stream` is our own
-trigger kind; its settings live in the trigger's free-form `attributes`, as
-Nuclio's own stream triggers do.
+are an error, so a typo does not silently do nothing).
+
+`spec.triggers` holds only kinds Nuclio's processor knows (it refuses to start on
+an unknown kind). Our Redis Streams trigger has no Nuclio kind, so it is declared
+in an annotation, `myspinbot.io/redis-stream.<trigger name>`, whose value is the
+trigger in Nuclio's own shape (numWorkers, attributes) as YAML. Nuclio passes
+annotations through untouched (to the pods, and into the processor config the
+function reads at start), so the one function.yaml configures the stream under
+`myspinbot function run` and under Nuclio alike (see runtime/hosting.py).
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class HttpAttributes(_Strict):
     ingresses: dict[str, Any] | None = None
 
 
+STREAM_TRIGGER_ANNOTATION = "myspinbot.io/redis-stream."
+
+
 class Trigger(_Strict):
     kind: Literal["http", "redis-stream"]
     num_workers: int = Field(1, alias="numWorkers", ge=1)
@@ -72,9 +81,15 @@ class Trigger(_Strict):
         return self
 
 
+class Directive(_Strict):
+    kind: str
+    value: str
+
+
 class Build(_Strict):
     commands: list[str] = Field(default_factory=list)
     base_image: str | None = Field(None, alias="baseImage")
+    directives: dict[Literal["preCopy", "postCopy"], list[Directive]] = Field(default_factory=dict)
 
 
 class Spec(_Strict):
@@ -88,6 +103,11 @@ class Spec(_Strict):
     triggers: dict[str, Trigger] = Field(default_factory=dict)
     build: Build | None = None
     readiness_timeout_seconds: int | None = Field(None, alias="readinessTimeoutSeconds")
+    # Passed to Nuclio only: the pod's security context, and whether Nuclio adds its
+    # default HTTP trigger (a stream function needs it: Nuclio starts a Python process
+    # only for a trigger's workers, and that process runs the stream consumer).
+    security_context: dict[str, Any] | None = Field(None, alias="securityContext")
+    disable_default_http_trigger: bool | None = Field(None, alias="disableDefaultHTTPTrigger")
 
     @model_validator(mode="after")
     def _check(self) -> Spec:
@@ -95,6 +115,13 @@ class Spec(_Strict):
             raise ValueError("spec.handler must be `module:function`, e.g. `handler:handler`")
         if self.max_replicas < self.min_replicas:
             raise ValueError("spec.maxReplicas must be >= spec.minReplicas")
+        for name, trigger in self.triggers.items():
+            if trigger.kind == "redis-stream":
+                raise ValueError(
+                    f"spec.triggers.{name}: Nuclio has no `redis-stream` trigger kind and would "
+                    f"refuse to start; declare it as the annotation "
+                    f"`{STREAM_TRIGGER_ANNOTATION}{name}` instead"
+                )
         return self
 
 
@@ -123,8 +150,36 @@ class FunctionConfig(_Strict):
     def handler_function(self) -> str:
         return self.spec.handler.split(":", 1)[1]
 
+    @property
+    def stream_triggers(self) -> dict[str, Trigger]:
+        """The `redis-stream` triggers, from their annotations."""
+        out: dict[str, Trigger] = {}
+        for key, value in self.metadata.annotations.items():
+            if key.startswith(STREAM_TRIGGER_ANNOTATION):
+                name = key[len(STREAM_TRIGGER_ANNOTATION) :]
+                try:
+                    raw = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ValueError(f"metadata.annotations.{key}: not valid YAML: {exc}") from None
+                if not isinstance(raw, dict):
+                    raise ValueError(f"metadata.annotations.{key}: must be a YAML mapping")
+                out[name] = Trigger.model_validate({"kind": "redis-stream", **raw})
+        return out
+
+    @property
+    def triggers(self) -> dict[str, Trigger]:
+        """Every trigger this function runs: Nuclio's kinds and ours."""
+        return {**self.spec.triggers, **self.stream_triggers}
+
     def triggers_of(self, kind: str) -> dict[str, Trigger]:
-        return {n: t for n, t in self.spec.triggers.items() if t.kind == kind}
+        return {n: t for n, t in self.triggers.items() if t.kind == kind}
+
+    @model_validator(mode="after")
+    def _check_stream_triggers(self) -> FunctionConfig:
+        clash = set(self.spec.triggers) & set(self.stream_triggers)
+        if clash:
+            raise ValueError(f"trigger names used twice: {sorted(clash)}")
+        return self
 
 
 class FunctionConfigError(ValueError):

@@ -1,17 +1,26 @@
 """The `http` trigger: an ASGI server that maps requests to Nuclio events.
 
-The mapping follows Nuclio's Python wrapper: the body is bytes (a dict when the
-request is JSON), query parameters are `event.fields`, and the handler's return
-value becomes the response through `nuclio_sdk.Response.from_entrypoint_output`.
+The mapping follows what a handler sees under Nuclio's processor and Python
+wrapper, so a handler cannot tell the two apart: the body is bytes, decoded to a
+dict only when the content type is exactly `application/json` (the SDK's
+deserializer compares the whole header: `application/json; charset=utf-8` stays
+bytes); query parameters are `event.fields`; the timestamp is a naive UTC
+datetime in whole seconds (the processor sends Unix seconds); `event.url` is
+empty; worker ids are strings. The handler's return value becomes the response
+through `nuclio_sdk.Response.from_entrypoint_output`; an exception becomes a 500
+`text/plain` "Exception caught in handler - ..." as the wrapper answers, without
+the traceback it appends (that goes to the log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import socket
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -66,10 +75,12 @@ class HttpTriggerApp:
             response = nuclio_sdk.Response.from_entrypoint_output(json.dumps, output)
             outcome = "success"
         except Exception as exc:
-            context.logger.error_with("Handler raised", error=f"{type(exc).__name__}: {exc}")
+            context.logger.error_with(
+                "Exception caught in handler", exc=str(exc), traceback=traceback.format_exc()
+            )
             response = {
-                "body": json.dumps({"error": "internal error in function " + self.function}),
-                "content_type": "application/json",
+                "body": f'Exception caught in handler - "{exc}"',
+                "content_type": "text/plain",
                 "headers": {},
                 "status_code": 500,
                 "body_encoding": "text",
@@ -98,13 +109,12 @@ class HttpTriggerApp:
         headers = {k.decode("latin-1").title(): v.decode("latin-1") for k, v in scope["headers"]}
         content_type = headers.get("Content-Type", "")
         parsed: Any = body
-        if content_type.split(";")[0].strip() == "application/json" and body:
+        if content_type == "application/json" and body:
             try:
                 parsed = json.loads(body)
             except ValueError:
                 parsed = body
         query = scope.get("query_string", b"").decode("latin-1")
-        host = headers.get("Host", "")
         return nuclio_sdk.Event(
             body=parsed,
             content_type=content_type,
@@ -115,8 +125,10 @@ class HttpTriggerApp:
             method=scope["method"],
             path=scope["path"],
             size=len(body),
-            timestamp=time.time(),
-            url=f"http://{host}{scope['path']}" + (f"?{query}" if query else ""),
+            timestamp=datetime.datetime.fromtimestamp(int(time.time()), datetime.UTC).replace(
+                tzinfo=None
+            ),
+            url="",
         )
 
 

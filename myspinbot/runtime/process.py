@@ -1,8 +1,13 @@
 """One replica of one function: `myspinbot function run DIR`.
 
 It does what Nuclio's processor does for a Python function: read function.yaml,
-set its env, import the handler, give every worker its own context and call
+set its env, import the handler, give every worker its own context (worker ids
+are strings "0", "1", ..., as Nuclio's wrapper passes them) and call
 `init_context` once per worker, then serve the triggers until SIGTERM.
+
+The same `Replica` also runs inside a process Nuclio started (runtime/hosting.py):
+there Nuclio serves the HTTP triggers and the replica only the stream triggers
+and the registration with the platform.
 """
 
 from __future__ import annotations
@@ -47,15 +52,23 @@ def apply_env(config: FunctionConfig) -> None:
 
 
 def make_contexts(
-    module: Any, trigger_name: str, kind: str, workers: int, logger: Any
+    module: Any,
+    trigger_name: str,
+    kind: str,
+    workers: int,
+    logger: Any,
+    first: Any | None = None,
+    platform: Any | None = None,
 ) -> list[Any]:
-    platform = nuclio_sdk.Platform("local")
-    contexts = []
-    for worker_id in range(workers):
+    """One initialised context per worker. `first`, when given, is an already
+    initialised context that becomes worker "0" (the one Nuclio made)."""
+    platform = platform or nuclio_sdk.Platform("local")
+    contexts = [] if first is None else [first]
+    for worker_id in range(len(contexts), workers):
         ctx = nuclio_sdk.Context(
             logger=logger,
             platform=platform,
-            worker_id=worker_id,
+            worker_id=str(worker_id),  # a string, as Nuclio's wrapper passes it
             trigger=nuclio_sdk.TriggerInfo(kind, trigger_name),
         )
         init = getattr(module, "init_context", None)
@@ -67,15 +80,27 @@ def make_contexts(
 
 class Replica:
     def __init__(
-        self, function_dir: Path, replica: int, settings: Settings, http_port: int | None = None
+        self,
+        function_dir: Path | None,
+        replica: int | str,
+        settings: Settings,
+        http_port: int | None = None,
+        *,
+        config: FunctionConfig | None = None,
+        logger: Any | None = None,
     ) -> None:
-        self.dir = Path(function_dir)
-        self.config = load_function_config(self.dir)
+        self.dir = Path(function_dir) if function_dir is not None else None
+        if config is None:
+            if self.dir is None:
+                raise ValueError("a Replica needs a function directory or a config")
+            config = load_function_config(self.dir)
+        self.config = config
         self.name = self.config.name
         self.replica = replica
         self.settings = settings
         self.http_port = http_port
-        self.logger = make_logger(self.name, settings.log_level)
+        self.logger = logger or make_logger(self.name, settings.log_level)
+        self.runner = "myspinbot"
         self._stop = threading.Event()
         self._streams: list[StreamTrigger] = []
         self._servers: list[Any] = []
@@ -97,13 +122,47 @@ class Replica:
         # 5 ms GIL switch interval each hand-off can stall that long behind a busy thread.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         apply_env(self.config)
+        assert self.dir is not None
         module = load_handler_module(self.dir, self.config)
-        handler = handler_of(module, self.config)
+        self.start(module, handler_of(module, self.config))
+        while not self._stop.wait(REGISTRY_TTL_S / 3):
+            self._register()
+        self.shutdown()
+        return 0
+
+    def start(
+        self,
+        module: Any,
+        handler: Any,
+        *,
+        host_context: Any | None = None,
+        foreign_triggers: dict[str, Any] | None = None,
+    ) -> None:
+        """Start this replica's triggers, its metrics endpoint, and register it.
+
+        Under Nuclio (`host_context` given) Nuclio runs the http triggers, described
+        by `foreign_triggers`; the replica runs the stream triggers, the first with
+        Nuclio's context as its worker "0".
+        """
         if self.settings.redis_url:
             self._redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
-        triggers: dict[str, Any] = {}
-        for tname, trig in self.config.spec.triggers.items():
-            contexts = make_contexts(module, tname, trig.kind, trig.workers, self.logger)
+        triggers: dict[str, Any] = dict(foreign_triggers or {})
+        hosted = host_context is not None
+        if host_context is not None:
+            self._user_data.append(host_context.user_data)
+        for tname, trig in self.config.triggers.items():
+            if hosted and trig.kind != "redis-stream":
+                continue  # Nuclio serves it
+            contexts = make_contexts(
+                module,
+                tname,
+                trig.kind,
+                trig.workers,
+                self.logger,
+                first=host_context,
+                platform=getattr(host_context, "platform", None),
+            )
+            host_context = None  # Nuclio's context serves one trigger
             self._user_data.append(contexts[0].user_data)
             if trig.kind == "redis-stream":
                 triggers[tname] = self._start_stream(tname, trig, handler, contexts)
@@ -114,6 +173,7 @@ class Replica:
         self._info = {
             "function": self.name,
             "replica": self.replica,
+            "runner": self.runner,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "triggers": triggers,
@@ -126,12 +186,21 @@ class Replica:
             "Function replica ready",
             function=self.name,
             replica=self.replica,
+            runner=self.runner,
             triggers=list(triggers),
         )
-        while not self._stop.wait(REGISTRY_TTL_S / 3):
-            self._register()
-        self.shutdown()
-        return 0
+
+    def keep_registered(self) -> threading.Thread:
+        """Refresh the registration in a daemon thread until `shutdown` (under Nuclio,
+        where the main thread belongs to Nuclio's wrapper)."""
+
+        def loop() -> None:
+            while not self._stop.wait(REGISTRY_TTL_S / 3):
+                self._register()
+
+        thread = threading.Thread(target=loop, name=f"{self.name}-registry", daemon=True)
+        thread.start()
+        return thread
 
     def _start_stream(
         self, tname: str, trig: Any, handler: Any, contexts: list[Any]
@@ -203,10 +272,11 @@ class Replica:
         except redis.RedisError as exc:
             self.logger.warn_with("Could not refresh registration", error=str(exc))
 
-    def shutdown(self) -> None:
+    def shutdown(self, drain_timeout_s: float | None = None) -> None:
+        self._stop.set()
         self.logger.info_with("Stopping: draining in-flight work", function=self.name)
         for st in self._streams:
-            st.stop()
+            st.stop(drain_timeout_s)
         for server in self._servers:
             server.should_exit = True
         for t in self._threads:

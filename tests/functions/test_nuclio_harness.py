@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -11,15 +13,19 @@ from typing import Any
 import nuclio_sdk
 import pytest
 import redis
+import yaml
 from nuclio_sdk.test import Platform
 
 from myspinbot import keys
 from myspinbot.jobs import events
 from myspinbot.jobs.models import Job
+from myspinbot.runtime import hosting
 from myspinbot.runtime.config import load_function_config
 from myspinbot.runtime.loader import load_handler_module
+from myspinbot.runtime.process import make_contexts
 from myspinbot.settings import get_settings
 from myspinbot.storage import EmbeddedS3
+from tests.functions.nuclio_processor import processor_config
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
@@ -103,3 +109,108 @@ def test_train_fails_a_malformed_job_without_retrying(r: redis.Redis) -> None:
     assert out["state"] == "failed"  # returned, not raised: the runtime acks it
     last = emitted(r)[-1]
     assert last["state"] == "failed" and "images" in last["error"]
+
+
+# --- One contract, whichever runner -------------------------------------------------------
+# Nuclio's wrapper hands a handler a context whose worker id is a string ("0"), and events
+# whose body stays bytes unless the content type is exactly `application/json`, with a naive
+# whole-second UTC timestamp and an empty url (pkg/processor/runtime/rpc/encoder, nuclio_sdk's
+# msgpack deserializer). Ours: tests/runtime/test_replica_process.py shows the same shapes.
+NUCLIO_TIME = datetime.datetime(2026, 12, 5, 13, 0, 7)  # naive, whole seconds
+
+
+def nuclio_context(kind: str = "http") -> nuclio_sdk.Context:
+    logger = nuclio_sdk.Logger(logging.INFO)
+    return nuclio_sdk.Context(
+        logger, nuclio_sdk.Platform("kube"), "0", nuclio_sdk.TriggerInfo(kind, "default-http")
+    )
+
+
+def nuclio_event(body: bytes, **kw: Any) -> nuclio_sdk.Event:
+    return nuclio_sdk.Event(
+        body=body,
+        content_type="application/json; charset=utf-8",
+        trigger=nuclio_sdk.TriggerInfo(kw.pop("kind", "http"), "default-http"),
+        timestamp=NUCLIO_TIME,
+        url="",
+        **kw,
+    )
+
+
+def test_status_answers_nuclio_shaped_events() -> None:
+    module = load("status")
+    context = nuclio_context()
+    module.init_context(context)
+    out = module.handler(context, nuclio_event(b"", path="/jobs", method="GET"))
+    assert out.status_code == 200 and out.body["total"] == 0
+
+
+@pytest.mark.parametrize("shape", ["ours", "nuclio"])
+def test_ws_relay_applies_events_of_either_shape(r: redis.Redis, shape: str) -> None:
+    job = Job(type="generate")
+    body = json.dumps(events.created(job))
+    source_id = r.xadd(*events.xadd_args(events.created(job)))
+    module = load("ws-relay")
+    if shape == "nuclio":
+        context = nuclio_context("redis-stream")
+        event = nuclio_event(body.encode(), _id=source_id, kind="redis-stream")
+    else:
+        context = nuclio_sdk.Context(nuclio_sdk.Logger(logging.INFO), None, "0")
+        event = nuclio_sdk.Event(body=json.loads(body), _id=source_id)
+    module.init_context(context)
+    assert module.handler(context, [event]) == {"applied": 1, "received": 1}
+    assert r.hget(keys.job(job.id), "state") == "queued"
+
+
+@pytest.mark.parametrize("name", ["generate", "train"])
+def test_job_functions_take_bytes_bodies_and_refuse_http(r: redis.Redis, name: str) -> None:
+    module = load(name)
+    context = nuclio_context("redis-stream")
+    module.init_context(context)
+    job = Job(type=name)
+    body = json.dumps({"id": job.id, "type": name, "params": {}}).encode()
+    out = module.handler(context, nuclio_event(body, kind="redis-stream"))
+    assert out["state"] == "failed"  # malformed params: read from the bytes body, then failed
+    assert emitted(r)[-1]["jobId"] == job.id
+    refused = module.handler(context, nuclio_event(body))  # Nuclio's default HTTP trigger
+    assert refused.status_code == 404
+
+
+@pytest.fixture
+def keep_fresh_calls(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+    module = load("generate")
+    monkeypatch.setattr(module, "keep_fresh", lambda user_data, settings: calls.append(user_data))
+    return calls
+
+
+def test_keep_fresh_runs_once_per_replica_under_our_runtime(keep_fresh_calls: list[object]) -> None:
+    module = load("generate")
+    config = load_function_config(FUNCTIONS / "generate")
+    (trigger,) = config.stream_triggers.values()
+    contexts = make_contexts(module, "jobs", "redis-stream", trigger.workers, logger=None)
+    assert [c.worker_id for c in contexts] == ["0", "1"]  # strings, as under Nuclio
+    assert keep_fresh_calls == [contexts[0].user_data]
+
+
+def test_keep_fresh_runs_once_per_replica_under_nuclio(
+    keep_fresh_calls: list[object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nuclio starts the process for worker "0" of its default HTTP trigger; in it, join()
+    runs the stream trigger's two workers, Nuclio's context being worker "0"."""
+    conf = tmp_path / "processor.yaml"
+    conf.write_text(yaml.safe_dump(processor_config(FUNCTIONS / "generate")))
+    monkeypatch.setenv("NUCLIO_FUNCTION_NAME", "generate")
+    monkeypatch.setenv("NUCLIO_FUNCTION_INSTANCE", "generate-abc12")
+    monkeypatch.setenv("MYSPINBOT_NUCLIO_PROCESSOR_CONFIG", str(conf))
+    monkeypatch.setattr(hosting, "_hosted", None)
+    module = load("generate")
+    context = nuclio_context()
+    module.init_context(context)
+    replica = hosting._hosted
+    assert replica is not None and replica.runner == "nuclio"
+    try:
+        assert keep_fresh_calls == [context.user_data]  # once: not again for worker "1"
+        assert replica.consumer == "generate-generate-abc12"
+    finally:
+        replica.shutdown(0)

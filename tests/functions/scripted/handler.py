@@ -17,6 +17,7 @@ from typing import Any
 
 from myspinbot.jobs.handler import JobRun, job_handler, setup
 from myspinbot.jobs.progress import Step
+from myspinbot.runtime.hosting import join
 
 
 def init_context(context: Any) -> None:
@@ -25,6 +26,7 @@ def init_context(context: Any) -> None:
         "generate": {"available": True, "modes": ["direct"]},
         "train": {"available": True},
     }
+    join(context, handler)  # under Nuclio: run the stream consumers and register, here
 
 
 def _record(run: JobRun, what: str) -> None:
