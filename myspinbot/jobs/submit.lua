@@ -23,8 +23,10 @@ if idem ~= "" then
   end
 end
 
--- Backlog: what the job's consumer group has not finished (undelivered + pending);
--- before any consumer exists, everything in the stream.
+-- Backlog: what the job's consumer group has not finished (undelivered + pending).
+-- Redis 7 reports the group's lag; Redis 6.2 (the embedded one) does not, and then the
+-- stream length stands in: the runtime trims acknowledged entries every second, so it
+-- overcounts by at most what finished in the last second.
 local depth = 0
 if redis.call("EXISTS", jobs_key) == 1 then
   local groups = redis.call("XINFO", "GROUPS", jobs_key)
@@ -35,8 +37,11 @@ if redis.call("EXISTS", jobs_key) == 1 then
     local info = {}
     for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
     local lag = info["lag"]
-    if type(lag) ~= "number" then lag = redis.call("XLEN", jobs_key) end
-    depth = math.max(depth, lag + tonumber(info["pending"]))
+    if type(lag) == "number" then
+      depth = math.max(depth, lag + tonumber(info["pending"]))
+    else
+      depth = math.max(depth, redis.call("XLEN", jobs_key))
+    end
   end
 end
 if depth >= tonumber(ARGV[6]) then return {"busy", tostring(depth)} end

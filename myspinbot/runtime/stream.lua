@@ -97,4 +97,5 @@ for _, g in ipairs(groups) do
   if minid == nil or older(bound, minid) then minid = bound end
 end
 if minid == "0-0" then return 0 end
-return redis.call("XTRIM", KEYS[1], "MINID", "~", minid)
+-- Exact, not "~": the stream length is what the backlog limit reads on Redis 6.2.
+return redis.call("XTRIM", KEYS[1], "MINID", minid)
