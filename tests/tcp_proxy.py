@@ -3,6 +3,7 @@ ones, as a database that went away would look to its clients."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -29,19 +30,15 @@ class TcpProxy:
     def stop(self) -> None:
         if self._listener is not None:
             # shutdown first: close() alone does not wake a thread blocked in accept().
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             c.close()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -69,7 +66,5 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
