@@ -175,11 +175,13 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
 def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
     job_id = run.job.id
     pipe = run.redis.pipeline(transaction=False)
-    pipe.hget(keys.job(job_id), "state")
+    pipe.hmget(keys.job(job_id), ["state", "attempt"])
     pipe.exists(keys.job_cancel(job_id))
-    raw_state, cancel_requested = pipe.execute()
+    (raw_state, raw_attempt), cancel_requested = pipe.execute()
     live = JobState(str(raw_state)) if raw_state else None
-    if live is not None and live.terminal:
+    # A retry of a failed job starts above the attempt that ended it (run.job.attempt).
+    ended_earlier = int(raw_attempt or 1) >= run.job.attempt
+    if live is not None and live.terminal and ended_earlier:
         # A redelivery of a job that already ended (the ack was lost): nothing to do.
         context.logger.info_with("Skipping finished job", job_id=job_id, state=live.value)
         return {"jobId": job_id, "skipped": live.value}
