@@ -63,9 +63,7 @@ def test_jobs_redis_lost_are_queued_again_with_a_reason(r: redis.Redis, relay: R
     assert not r.exists(keys.job(done.id))  # finished jobs are left alone
 
 
-def test_a_queued_job_whose_message_is_gone_is_queued_again(
-    r: redis.Redis, relay: Relay
-) -> None:
+def test_a_queued_job_whose_message_is_gone_is_queued_again(r: redis.Redis, relay: Relay) -> None:
     job = Job(type="generate")
     r.xadd(*events.xadd_args(events.created(job)))
     apply_all(r, relay)  # queued in Redis, but its message never made it (or was trimmed)
