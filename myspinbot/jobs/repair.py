@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from myspinbot import keys
 from myspinbot.db import JobHistory
@@ -109,7 +110,12 @@ def reconcile(
         out.synced_to_sql += len(chunk)
     in_flight = _in_flight(client)
     unfinished = {j.id: j for j in live.values() if not j.state.terminal}
-    for job in history.unfinished_jobs():
+    try:
+        from_sql = history.unfinished_jobs()
+    except SQLAlchemyError as exc:  # SQL away: repair what Redis knows; the rest next start
+        log.warning("Could not read unfinished jobs from SQL: %s", exc)
+        from_sql = []
+    for job in from_sql:
         if job.id not in live:
             unfinished[job.id] = job
     for job in unfinished.values():
