@@ -34,6 +34,8 @@ FANOUT_MAXLEN = 10_000
 
 # SQL writes ws-relay could not commit yet (SQL away), in order; drained with backoff.
 HISTORY_OUTBOX = f"{PREFIX}history:outbox"
+# Set by ws-relay; gone means Redis lost its data, and ws-relay reconciles with SQL.
+RELAY_MARKER = f"{PREFIX}relay:marker"
 
 
 def dead_letter(stream_key: str) -> str:

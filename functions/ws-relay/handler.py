@@ -1,7 +1,8 @@
 """ws-relay: applies job events; batched (the handler receives a list of events).
 
 On start it reconciles Redis and SQL (myspinbot.jobs.repair) before applying any
-event, and sweeps the inputs of submits that never queued, periodically.
+event, again whenever Redis comes back as a new process, and sweeps the inputs of
+submits that never queued, periodically.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import redis
 
 from myspinbot.db import JobHistory
 from myspinbot.jobs.relay import Relay
-from myspinbot.jobs.repair import Sweeper, reconcile
+from myspinbot.jobs.repair import RedisRestartWatch, Sweeper, reconcile
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
 
@@ -32,6 +33,8 @@ def init_context(context: Any) -> None:
         failed=len(repaired.failed),
     )
     context.user_data.relay = relay
+    # Redis restarted (or lost its data) under a running relay: reconcile again.
+    context.user_data.redis_watch = RedisRestartWatch(client, relay, settings.job_ttl_s)
     if settings.s3_endpoint:
         grace = settings.submit_orphan_grace_s
         context.user_data.sweeper = Sweeper(

@@ -165,11 +165,13 @@ class Relay:
         writer: HistoryWriter | None = None,
     ) -> None:
         self._redis = client
-        self._history = history
+        self.history = history
         self._settings = settings
         self._apply = client.register_script(lua("myspinbot.jobs", "apply.lua"))
         self.writer = writer or HistoryWriter(client, history)
         self._stop = threading.Event()
+        # Held while a batch is applied; a repair holds it to see state stand still.
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         self._stop.set()
@@ -183,6 +185,10 @@ class Relay:
         later events of its job. Events that can never apply (not a job event)
         go to the events dead-letter stream.
         """
+        with self.lock:
+            return self._apply_batch(batch)
+
+    def _apply_batch(self, batch: list[tuple[str, dict[str, Any]]]) -> list[Applied]:
         good = [(sid, ev) for sid, ev in batch if self._valid(sid, ev)]
         failures = 0
         while True:

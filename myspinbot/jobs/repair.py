@@ -33,7 +33,7 @@ from myspinbot.db import JobHistory
 from myspinbot.jobs import events
 from myspinbot.jobs.livestate import job_from_hash
 from myspinbot.jobs.models import Job, JobState
-from myspinbot.jobs.relay import HistoryWriter
+from myspinbot.jobs.relay import HistoryWriter, Relay
 from myspinbot.jobs.submit import job_message
 from myspinbot.storage import ArtifactStore
 
@@ -100,7 +100,12 @@ def _id_in(body: str, field_name: str = "id") -> str:
 def reconcile(
     client: redis.Redis, history: JobHistory, writer: HistoryWriter, job_ttl_s: float
 ) -> Repaired:
+    """Run while no events are applied (ws-relay's start, or under `Relay.lock`): only then
+    does a job missing from everything in flight stay missing."""
     out = Repaired()
+    # What is in flight first: a job that finishes meanwhile is either still in flight
+    # here or already terminal in the live state read next.
+    in_flight = _in_flight(client)
     live: dict[str, Job] = {}
     for job in _live_jobs(client):
         live[job.id] = job
@@ -108,7 +113,6 @@ def reconcile(
         chunk = list(live.values())[i : i + SCAN_BATCH]
         writer.write(chunk, [])
         out.synced_to_sql += len(chunk)
-    in_flight = _in_flight(client)
     unfinished = {j.id: j for j in live.values() if not j.state.terminal}
     try:
         from_sql = history.unfinished_jobs()
@@ -174,6 +178,46 @@ def _requeue(client: redis.Redis, job: Job, *, in_redis: bool) -> None:
 def _fail(client: redis.Redis, job: Job, reason: str) -> None:
     ev = events.state(job.id, JobState.failed, attempt=job.attempt, error=reason, message=reason)
     client.xadd(*events.xadd_args(ev))
+
+
+class RedisRestartWatch:
+    """Reconciles again whenever Redis comes back as a new process (its run_id changes)
+    or without the marker this watch left (it lost its data), with the relay paused."""
+
+    def __init__(self, client: redis.Redis, relay: Relay, job_ttl_s: float, every_s: float = 2.0):
+        self._client, self._relay, self._ttl = client, relay, job_ttl_s
+        self._every_s = every_s
+        self._run_id = self._mark()
+        self._stop = threading.Event()
+        self.repairs = 0
+        self._thread = threading.Thread(target=self._loop, name="redis-watch", daemon=True)
+        self._thread.start()
+
+    def _mark(self) -> str:
+        self._client.set(keys.RELAY_MARKER, "1")
+        return str(self._client.info("server")["run_id"])
+
+    def check(self) -> bool:
+        """Reconcile if Redis restarted or lost its data since the last check."""
+        run_id = str(self._client.info("server")["run_id"])
+        if run_id == self._run_id and self._client.exists(keys.RELAY_MARKER):
+            return False
+        with self._relay.lock:
+            reconcile(self._client, self._relay.history, self._relay.writer, self._ttl)
+            self._run_id = self._mark()
+        self.repairs += 1
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self.check()
+            except (redis.RedisError, SQLAlchemyError) as exc:  # still away: next round
+                log.warning("Redis restart watch: %s", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 # --- the sweeper ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from myspinbot.db import JobHistory
 from myspinbot.jobs import events, submit
 from myspinbot.jobs.models import Job, JobState
 from myspinbot.jobs.relay import Relay
-from myspinbot.jobs.repair import reconcile, sweep_abandoned_inputs
+from myspinbot.jobs.repair import RedisRestartWatch, reconcile, sweep_abandoned_inputs
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore, EmbeddedS3
 
@@ -41,7 +41,7 @@ def queued_messages(r: redis.Redis, job_type: str) -> list[dict]:
 
 
 def test_jobs_redis_lost_are_queued_again_with_a_reason(r: redis.Redis, relay: Relay) -> None:
-    history = relay._history
+    history = relay.history
     lost_running = Job(type="train", state=JobState.running, params={"images": ["a.png"]})
     lost_queued = Job(type="generate", state=JobState.queued)
     done = Job(type="generate", state=JobState.completed)
@@ -72,7 +72,7 @@ def test_a_queued_job_whose_message_is_gone_is_queued_again(r: redis.Redis, rela
     apply_all(r, relay)
     r.xadd(keys.job_stream("generate"), {"body": submit.job_message(waiting), "attempt": "1"})
 
-    out = reconcile(r, relay._history, relay.writer, job_ttl_s=3600)
+    out = reconcile(r, relay.history, relay.writer, job_ttl_s=3600)
     assert out.requeued == [job.id]  # the job whose message is on the stream is left be
     assert [m["id"] for m in queued_messages(r, "generate")] == [waiting.id, job.id]
 
@@ -83,20 +83,20 @@ def test_sql_learns_the_jobs_redis_holds(r: redis.Redis, relay: Relay) -> None:
         r.xadd(*events.xadd_args(ev))
     batch = [(sid, json.loads(f["body"])) for sid, f in r.xrange(keys.EVENTS)]
     relay._apply_redis(batch)  # applied in Redis; SQL never heard of it
-    assert relay._history.get_job(job.id) is None
-    out = reconcile(r, relay._history, relay.writer, job_ttl_s=3600)
+    assert relay.history.get_job(job.id) is None
+    out = reconcile(r, relay.history, relay.writer, job_ttl_s=3600)
     assert out.synced_to_sql == 1 and out.requeued == []
-    stored = relay._history.get_job(job.id)
+    stored = relay.history.get_job(job.id)
     assert stored is not None and stored.state == JobState.completed
 
 
 def test_a_stuck_job_older_than_the_ttl_is_failed_not_rerun(r: redis.Redis, relay: Relay) -> None:
     old = Job(type="generate", state=JobState.running, updated_at=time.time() - 7200)
-    relay._history.record([old], [])
-    out = reconcile(r, relay._history, relay.writer, job_ttl_s=3600)
+    relay.history.record([old], [])
+    out = reconcile(r, relay.history, relay.writer, job_ttl_s=3600)
     assert out.failed == [old.id] and out.requeued == []
     apply_all(r, relay)
-    stored = relay._history.get_job(old.id)
+    stored = relay.history.get_job(old.id)
     assert stored is not None and stored.state == JobState.failed
     assert "never recorded" in (stored.error or "")
     assert queued_messages(r, "generate") == []
@@ -120,3 +120,23 @@ def test_sweeper_deletes_inputs_of_submits_that_never_queued(
         assert r.zrange(keys.SUBMITS_PENDING, 0, -1) == ["fresh"]
     finally:
         s3.stop()
+
+
+def test_redis_coming_back_empty_is_repaired_from_sql(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="generate", params={"narration": "kept"})
+    for ev in (events.created(job), events.state(job.id, JobState.running)):
+        r.xadd(*events.xadd_args(ev))
+    apply_all(r, relay)
+    watch = RedisRestartWatch(r, relay, job_ttl_s=3600, every_s=3600)
+    try:
+        assert watch.check() is False  # nothing happened to Redis
+        r.flushdb()  # Redis restarted without its data
+        assert watch.check() is True
+    finally:
+        watch.close()
+    apply_all(r, relay)
+    live = r.hgetall(keys.job(job.id))
+    assert live["state"] == "queued" and live["attempt"] == "2"
+    assert [(m["id"], m["params"]) for m in queued_messages(r, "generate")] == [
+        (job.id, {"narration": "kept"})
+    ]
