@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     )
     job_events_maxlen: int = Field(1000, ge=10, description="Cap of each per-job event stream.")
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished jobs stay in Redis.")
+    history_retry_max_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest pause between ws-relay's retries of Redis or SQL (it retries "
+        "for as long as it takes; SQL writes wait in an outbox meanwhile).",
+    )
     idempotency_ttl_s: int = 24 * 3600
     backlog_max: int = Field(
         10_000,

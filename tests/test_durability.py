@@ -2,8 +2,9 @@
 (`myspinbot up` with status, ws-relay and tests/functions/durable, two replicas).
 
 Issue 12's acceptance 2 (gateway killed between storing inputs and queueing),
-4 (a burst past the backlog limit), 5 (a paused replica is fenced) and 6 (a
-dead-lettered job retried by API and CLI; a training retry reuses its photos).
+3 (PostgreSQL away for longer than the old dead-letter window), 4 (a burst past
+the backlog limit), 5 (a paused replica is fenced) and 6 (a dead-lettered job
+retried by API and CLI; a training retry reuses its photos).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,9 +27,12 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from myspinbot import keys
+from myspinbot.db import JobHistory
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from tests.conftest import POSTGRES_URL, _postgres_schema_url
 from tests.support import FUNCTIONS, ROOT, RunningPlatform, pid_alive, wait_for
+from tests.tcp_proxy import TcpProxy
 
 DURABLE = ROOT / "tests" / "functions" / "durable"
 BACKLOG_MAX = 20
@@ -154,14 +160,18 @@ def test_a_burst_past_the_backlog_limit_is_refused_not_trimmed(
     )
 
 
-def _leases_lost(metrics_port: int) -> float:
+def _metric(metrics_port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     return sum(
         s.value
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
-        if s.name == "myspinbot_stream_leases_lost_total"
+        if s.name == name
     )
+
+
+def _leases_lost(metrics_port: int) -> float:
+    return _metric(metrics_port, "myspinbot_stream_leases_lost_total")
 
 
 def test_a_paused_replica_cannot_complete_a_job_twice(
@@ -233,3 +243,62 @@ def test_a_training_retry_reuses_the_stored_photos(p: RunningPlatform) -> None:
     final = p.status(job_id)
     assert final["state"] == "completed"
     assert final["result"]["photoBytes"] == [len(png())]  # the photos uploaded the first time
+
+
+# The relay used to dead-letter a job event after 20 failed deliveries (about 2.6 min).
+OLD_DEAD_LETTER_TRIES = 20
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from _postgres_schema_url()
+
+
+def test_sql_away_longer_than_the_old_dead_letter_window_loses_no_final_state(
+    pg_url: str, tmp_path: Path
+) -> None:
+    host_port = urlsplit(POSTGRES_URL).netloc.split("@")[-1]
+    host, _, port = host_port.partition(":")
+    proxy = TcpProxy(host, int(port or 5432)).start()
+    proxied = pg_url.replace(host_port, f"127.0.0.1:{proxy.port}")
+    platform = RunningPlatform(
+        tmp_path / "data",
+        functions=[FUNCTIONS / "status", FUNCTIONS / "ws-relay", DURABLE],
+        # Retry SQL fast, so many more attempts than the old window fail in a short test.
+        env={"MYSPINBOT_DATABASE_URL": proxied, "MYSPINBOT_HISTORY_RETRY_MAX_S": "0.05"},
+    ).start()
+    try:
+        relay_port = platform.children("ws-relay")[0]["metricsPort"]
+        jobs = [platform.submit({"steps": 2}) for _ in range(3)]
+        for job_id in jobs:
+            platform.wait_state(job_id, FINAL)
+        proxy.stop()  # PostgreSQL is gone for the platform
+        during = [platform.submit({"steps": 3, "sleep": 0.1}) for _ in range(10)]
+        for job_id in during:  # live state keeps moving meanwhile
+            assert platform.wait_state(job_id, FINAL)["state"] == "completed"
+        wait_for(
+            lambda: (
+                _metric(relay_port, "myspinbot_relay_sql_failures_total") > OLD_DEAD_LETTER_TRIES
+            ),
+            timeout=120,
+            what="more failed SQL writes than the old dead-letter window allowed",
+        )
+        assert _metric(relay_port, "myspinbot_relay_sql_backlog") > 0
+        assert platform.get("/api/dead-letters").json()["deadLetters"] == []
+        proxy.start()
+        history = JobHistory(pg_url)
+        try:
+
+            def recorded() -> bool:
+                finals = [history.get_job(j) for j in jobs + during]
+                return all(j is not None and j.state.value == "completed" for j in finals)
+
+            wait_for(recorded, timeout=120, what="every final state to reach SQL")
+            for job_id in during:
+                evts = [(e.kind.value, e.state.value) for e in history.job_events(job_id)]
+                assert evts[0] == ("created", "queued") and evts[-1] == ("state", "completed")
+        finally:
+            history.close()
+    finally:
+        assert platform.stop() == 0
+        proxy.stop()

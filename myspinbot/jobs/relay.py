@@ -50,7 +50,6 @@ REDIS_FAILURES = Counter(
     "Failed attempts to apply events to Redis (retried until they succeed).",
 )
 RETRY_BASE_S = 0.25
-RETRY_MAX_S = 5.0
 OUTBOX_BATCH = 50
 
 
@@ -62,16 +61,17 @@ class Applied:
     milestone: bool
 
 
-def backoff(failures: int) -> float:
-    return float(min(RETRY_BASE_S * 2 ** max(failures - 1, 0), RETRY_MAX_S))
+def backoff(failures: int, max_s: float) -> float:
+    return float(min(RETRY_BASE_S * 2 ** max(failures - 1, 0), max_s))
 
 
 class HistoryWriter:
     """SQL writes in order; through the outbox while SQL is away."""
 
-    def __init__(self, client: redis.Redis, history: JobHistory) -> None:
+    def __init__(self, client: redis.Redis, history: JobHistory, retry_max_s: float) -> None:
         self._redis = client
         self._history = history
+        self._retry_max_s = retry_max_s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -130,7 +130,7 @@ class HistoryWriter:
                 if isinstance(exc, SQLAlchemyError):
                     SQL_FAILURES.inc()
                 log.warning("History outbox: SQL still failing (%d): %s", failures, exc)
-                self._stop.wait(backoff(failures))
+                self._stop.wait(backoff(failures, self._retry_max_s))
 
     def close(self) -> None:
         self._stop.set()
@@ -168,7 +168,7 @@ class Relay:
         self.history = history
         self._settings = settings
         self._apply = client.register_script(lua("myspinbot.jobs", "apply.lua"))
-        self.writer = writer or HistoryWriter(client, history)
+        self.writer = writer or HistoryWriter(client, history, settings.history_retry_max_s)
         self._stop = threading.Event()
         # Held while a batch is applied; a repair holds it to see state stand still.
         self.lock = threading.Lock()
@@ -199,7 +199,7 @@ class Relay:
                 failures += 1
                 REDIS_FAILURES.inc()
                 log.warning("Applying events to Redis failed (%d): %s", failures, exc)
-                if self._stop.wait(backoff(failures)):
+                if self._stop.wait(backoff(failures, self._settings.history_retry_max_s)):
                     raise
         self._record(outcomes)
         return outcomes

@@ -58,17 +58,22 @@ end
 return out
 
 --#ack
--- Acknowledge the entries whose lease this consumer still holds; return those ids.
+-- Acknowledge the entries whose lease this consumer still holds. Returns how many were
+-- taken over by another delivery (their ack is refused); an entry no longer pending was
+-- settled already (a job's final event acks it) and is not counted.
 -- KEYS[1] stream; ARGV: group, consumer, then id, deliveries pairs
-local acked = {}
+local taken = 0
 for i = 3, #ARGV, 2 do
   local p = redis.call("XPENDING", KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] and tonumber(p[1][4]) == tonumber(ARGV[i + 1]) then
-    redis.call("XACK", KEYS[1], ARGV[1], ARGV[i])
-    acked[#acked + 1] = ARGV[i]
+  if p[1] then
+    if p[1][2] == ARGV[2] and tonumber(p[1][4]) == tonumber(ARGV[i + 1]) then
+      redis.call("XACK", KEYS[1], ARGV[1], ARGV[i])
+    else
+      taken = taken + 1
+    end
   end
 end
-return acked
+return taken
 
 --#trim_acked
 -- Drop only what every consumer group has acknowledged: entries older than each

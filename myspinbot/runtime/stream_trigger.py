@@ -297,8 +297,7 @@ class StreamTrigger:
         args: list[Any] = [self.group, self.consumer]
         for m in msgs:
             args += [m.id, m.deliveries]
-        acked = set(self._ack(keys=[self.stream], args=args))
-        lost = len(msgs) - len(acked)
+        lost = int(self._ack(keys=[self.stream], args=args))
         if lost:
             # The handler finished, but another replica holds these now: its run counts.
             metrics.STREAM_LEASES_LOST.labels(**self._labels).inc(lost)
@@ -415,8 +414,9 @@ class StreamTrigger:
             return
         kept = set(self._heartbeat(keys=[self.stream], args=[self.group, self.consumer, *ids]))
         for lost in set(ids) - kept:
-            # Another replica took it while this one looked dead; it runs there now.
-            self._log.warn_with("Lost ownership of a message", id=lost)
+            # Another replica took it while this one looked dead (it runs there now, and
+            # this run's writes are refused), or its handler settled it a moment ago.
+            self._log.info_with("A held message is no longer this replica's", id=lost)
 
     def _reclaim(self) -> None:
         free = self._free_slots()

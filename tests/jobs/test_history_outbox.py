@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from myspinbot import keys
 from myspinbot.db import JobHistory
-from myspinbot.jobs import events, relay
+from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
 from myspinbot.jobs.relay import Relay
 from myspinbot.settings import Settings
@@ -61,14 +61,11 @@ def test_sql_outage_loses_no_final_state(
     pg_url: str,
     proxy: TcpProxy,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Retry fast, so the test sees many failed attempts in little time.
-    monkeypatch.setattr(relay, "RETRY_BASE_S", 0.01)
-    monkeypatch.setattr(relay, "RETRY_MAX_S", 0.05)
     host_port = urlsplit(POSTGRES_URL).netloc.split("@")[-1]
     proxied = pg_url.replace(host_port, f"127.0.0.1:{proxy.port}")
-    rl = Relay(r, JobHistory(proxied), Settings(data_dir=tmp_path))
+    # Retry fast, so the test sees many failed attempts in little time.
+    rl = Relay(r, JobHistory(proxied), Settings(data_dir=tmp_path, history_retry_max_s=0.05))
     try:
         early = Job(type="generate")
         rl.apply(lifecycle(r, early))  # SQL up: written at once
