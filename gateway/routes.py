@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -15,12 +18,14 @@ from gateway import uploads
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
+from myspinbot import keys
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
-from myspinbot.jobs.models import Job, JobType, new_job_id
+from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
 from myspinbot.voice.profile import VoiceProfile
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api")
 # How long a submit waits for ws-relay to record the job before answering 202 anyway
 # (the job is safely queued either way; this only makes an immediate status query find it).
@@ -44,11 +49,81 @@ def accepted(job_id: str) -> JSONResponse:
     return JSONResponse(Accepted(job_id=job_id).model_dump(by_alias=True), status_code=202)
 
 
-async def _queue(s: Services, job_type: JobType, job_id: str, params: dict[str, Any]) -> None:
-    # Registered before the enqueue so the applied `created` event cannot slip past.
-    with s.hub.expect(job_id) as applied:
-        await submit.enqueue(s.redis, Job(id=job_id, type=job_type, params=params))
-        await applied.wait(APPLY_WAIT_S)
+def _answer(s: Services, res: submit.Accepted, idempotency_key: str | None) -> JSONResponse:
+    if res.outcome in ("queued", "existing"):
+        return accepted(res.job_id)
+    if res.outcome == "conflict":
+        raise ApiError(
+            409,
+            f"Idempotency-Key {idempotency_key!r} was already used for a different request "
+            f"(job {res.job_id}); use a new key for a new request.",
+            jobId=res.job_id,
+        )
+    retry_after = s.settings.backlog_retry_after_s
+    return JSONResponse(
+        {
+            "error": f"Too many jobs waiting ({res.depth}; the limit is "
+            f"{s.settings.backlog_max}); try again in {retry_after} s.",
+            "backlog": res.depth,
+        },
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _known(s: Services, idempotency_key: str | None, fingerprint: str) -> JSONResponse | None:
+    """A retry of a submit that was accepted: its answer, before storing anything again.
+    (Only a shortcut: the atomic accept checks the key again.)"""
+    if not idempotency_key:
+        return None
+    prev = await s.redis.get(keys.idempotency(idempotency_key))
+    if prev is None:
+        return None
+    job_id, _, prev_hash = str(prev).partition(" ")
+    same = prev_hash == fingerprint
+    return _answer(s, submit.Accepted("existing" if same else "conflict", job_id), idempotency_key)
+
+
+async def _queue(
+    s: Services,
+    job: Job,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> submit.Accepted:
+    # Registered before the accept so the applied `created` event cannot slip past.
+    with s.hub.expect(job.id) as applied:
+        res = await submit.accept(
+            s.redis,
+            job,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            key_ttl_s=s.settings.idempotency_ttl_s,
+            backlog_max=s.settings.backlog_max,
+        )
+        if res.outcome == "queued":
+            await applied.wait(APPLY_WAIT_S)
+    return res
+
+
+def _crash_if_asked(s: Services) -> None:
+    """TEST HOOK (MYSPINBOT_TEST_CRASH_BEFORE_QUEUE): die like an OOM-killed gateway
+    between storing a submit's inputs and queueing it, once per file created."""
+    flag = s.settings.test_crash_before_queue
+    if flag is not None and flag.exists():
+        flag.unlink()
+        os._exit(70)
+
+
+async def _discard_inputs(s: Services, job_id: str) -> None:
+    """Delete inputs stored for a submit that did not queue. If that fails too, the
+    sweeper deletes them later (the submit is still marked pending)."""
+    if s.store is None:
+        return
+    try:
+        await anyio.to_thread.run_sync(s.store.delete_prefix, f"jobs/{job_id}/inputs/")
+        await submit.inputs_abandoned(s.redis, job_id)
+    except Exception as exc:
+        log.warning("Could not delete the inputs of %s (the sweeper will): %s", job_id, exc)
 
 
 @router.post(
@@ -132,14 +207,25 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             )
         )
 
-    reservation = await submit.reserve(
-        s.redis, idempotency_key, new_job_id(), s.settings.idempotency_ttl_s
+    fingerprint = submit.request_hash(
+        {
+            "type": "train",
+            "name": name,
+            "options": options.model_dump(mode="json"),
+            "voiceText": voice_text,
+            "files": [(rel, hashlib.sha256(data).hexdigest()) for rel, data, _ in files],
+        }
     )
-    if reservation.existing:
-        return accepted(reservation.job_id)
-    job_id = reservation.job_id
+    known = await _known(s, idempotency_key, fingerprint)
+    if known is not None:
+        return known
+    job_id = new_job_id()
+    # Marked before the first byte is stored: if this process dies before queueing, the
+    # sweeper finds the inputs by this mark.
+    await submit.inputs_pending(s.redis, job_id)
     try:
         stored = await anyio.to_thread.run_sync(_store_inputs, s, job_id, files)
+        _crash_if_asked(s)
         params = {
             "name": name,
             "options": options.model_dump(exclude_none=True),
@@ -147,11 +233,14 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "voice": next((k for k, t in stored if t.startswith("audio/")), None),
             "voiceText": voice_text,
         }
-        await _queue(s, "train", job_id, params)
+        job = Job(id=job_id, type="train", params=params)
+        res = await _queue(s, job, idempotency_key, fingerprint)
     except BaseException:
-        await submit.release(s.redis, idempotency_key, job_id)
+        await _discard_inputs(s, job_id)
         raise
-    return accepted(job_id)
+    if res.outcome != "queued":
+        await _discard_inputs(s, job_id)
+    return _answer(s, res, idempotency_key)
 
 
 def _train_options(raw: Any) -> TrainOptions:
@@ -194,17 +283,13 @@ async def generate(
 ) -> JSONResponse:
     s = services(request)
     await _check_generate(s, body)
-    reservation = await submit.reserve(
-        s.redis, idempotency_key, new_job_id(), s.settings.idempotency_ttl_s
-    )
-    if reservation.existing:
-        return accepted(reservation.job_id)
-    try:
-        await _queue(s, "generate", reservation.job_id, body.model_dump(by_alias=True))
-    except BaseException:
-        await submit.release(s.redis, idempotency_key, reservation.job_id)
-        raise
-    return accepted(reservation.job_id)
+    params = body.model_dump(by_alias=True)
+    fingerprint = submit.request_hash({"type": "generate", **params})
+    known = await _known(s, idempotency_key, fingerprint)
+    if known is not None:
+        return known
+    job = Job(id=new_job_id(), type="generate", params=params)
+    return _answer(s, await _queue(s, job, idempotency_key, fingerprint), idempotency_key)
 
 
 async def _check_generate(s: Services, body: GenerateRequest) -> None:
@@ -324,6 +409,36 @@ async def cancel(job_id: str, request: Request) -> Any:
     except submit.CancelError as exc:
         raise ApiError(409, str(exc)) from None
     return {"jobId": job_id, "cancelRequested": True, "stateWhenRequested": before.value}
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    summary="Run a failed job again with its stored inputs (e.g. from the dead letter)",
+)
+async def retry(job_id: str, request: Request) -> Any:
+    s = services(request)
+    d = await s.query(f"/jobs/{job_id}")  # 404 passes through
+    job = Job(
+        id=d["jobId"],
+        type=d["type"],
+        state=JobState(d["state"]),
+        attempt=d["attempt"],
+        params=d.get("params") or {},
+        created_at=d["createdAt"],
+    )
+    try:
+        attempt = await submit.retry(s.redis, job)
+    except submit.RetryError as exc:
+        raise ApiError(409, str(exc)) from None
+    return JSONResponse({"jobId": job_id, "state": "queued", "attempt": attempt}, 202)
+
+
+@router.get("/dead-letters", summary="Messages that failed for good, with their errors")
+async def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    # Auth comes later (an admin route); for now any caller may list them.
+    letters = await submit.dead_letters(services(request).redis, limit)
+    return {"deadLetters": [d.view() for d in letters]}
 
 
 @router.get("/profiles", summary="Trained profiles")

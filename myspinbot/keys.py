@@ -27,6 +27,15 @@ EVENTS = stream("events")
 
 # What ws-relay applied, in order, for the gateway's WebSocket hub (capped).
 FANOUT = stream("fanout")
+# Fanout and per-job event streams are views, not queues: capping them loses nothing a
+# client cannot get again (a snapshot). Job and event streams are never capped; they
+# are trimmed of what every consumer group acknowledged (runtime/stream.lua trim_acked).
+FANOUT_MAXLEN = 10_000
+
+# SQL writes ws-relay could not commit yet (SQL away), in order; drained with backoff.
+HISTORY_OUTBOX = f"{PREFIX}history:outbox"
+# Set by ws-relay; gone means Redis lost its data, and ws-relay reconciles with SQL.
+RELAY_MARKER = f"{PREFIX}relay:marker"
 
 
 def dead_letter(stream_key: str) -> str:
@@ -53,7 +62,14 @@ def job_cancel(job_id: str) -> str:
 
 
 def idempotency(key: str) -> str:
+    """Job id and request hash of the submit that used this Idempotency-Key."""
     return f"{PREFIX}idem:{key}"
+
+
+# Submits whose inputs are stored but which are not queued yet (ZSET, job id -> time).
+# Queueing removes the entry atomically; what stays past a grace period was abandoned
+# (the gateway died in between) and the sweeper deletes its inputs.
+SUBMITS_PENDING = f"{PREFIX}submits:pending"
 
 
 # Function registry: one hash entry per running replica plus a heartbeat key with TTL.

@@ -48,6 +48,11 @@ STREAM_RECLAIMED = Counter(
     "Messages taken over from a replica that stopped answering.",
     ["function", "stream"],
 )
+STREAM_LEASES_LOST = Counter(
+    "myspinbot_stream_leases_lost",
+    "Deliveries whose writes were refused because another replica had taken them over.",
+    ["function", "stream"],
+)
 
 # --- gateway ---------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(

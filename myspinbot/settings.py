@@ -61,7 +61,32 @@ class Settings(BaseSettings):
     )
     job_events_maxlen: int = Field(1000, ge=10, description="Cap of each per-job event stream.")
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long finished jobs stay in Redis.")
+    history_retry_max_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest pause between ws-relay's retries of Redis or SQL (it retries "
+        "for as long as it takes; SQL writes wait in an outbox meanwhile).",
+    )
     idempotency_ttl_s: int = 24 * 3600
+    backlog_max: int = Field(
+        10_000,
+        ge=1,
+        description="Jobs of one type waiting or running before submits answer 429.",
+    )
+    backlog_retry_after_s: int = Field(
+        5, ge=1, description="Retry-After of a 429 for a full backlog."
+    )
+    submit_orphan_grace_s: float = Field(
+        600.0,
+        gt=0,
+        description="Inputs of a submit that never queued (the gateway died) are deleted "
+        "after this long.",
+    )
+    test_crash_before_queue: Path | None = Field(
+        None,
+        description="TEST HOOK, never set in production: while this file exists, a train "
+        "submit deletes it and kills the gateway after storing inputs, before queueing.",
+    )
 
     # --- Models -----------------------------------------------------------------------
     base_model: str | None = Field(

@@ -26,7 +26,7 @@ def cli() -> None:
     """MySpinBot: personalized talking-avatar videos, local-first.
 
     Start everything with `myspinbot up`, then open the printed URL, or use the
-    `train`, `generate`, `jobs`, `status`, `watch` and `cancel` commands here.
+    `train`, `generate`, `jobs`, `status`, `watch`, `cancel` and `retry` commands here.
     """
 
 
@@ -374,6 +374,17 @@ def cancel(url: str, job_id: str) -> None:
     """Cancel a queued or running job."""
     _api(url, "POST", f"/api/jobs/{job_id}/cancel")
     console.print(f"cancel requested for {job_id}")
+
+
+@cli.command()
+@url_option
+@click.argument("job_id")
+@click.option("--no-follow", is_flag=True, help="Print the job id instead of following it.")
+def retry(url: str, job_id: str, no_follow: bool) -> None:
+    """Run a failed job again with its stored inputs (e.g. one in the dead letter)."""
+    body = _api(url, "POST", f"/api/jobs/{job_id}/retry")
+    console.print(f"queued again as attempt {body['attempt']}")
+    _follow_or_print(url, job_id, no_follow)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -9,12 +9,24 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, Engine, Row, Table, create_engine, event, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Row,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -22,7 +34,7 @@ from myspinbot.db.migrations import migrate
 from myspinbot.db.schema import job_events as events_table
 from myspinbot.db.schema import jobs as jobs_table
 from myspinbot.db.schema import profiles as profiles_table
-from myspinbot.jobs.models import Job, JobEvent, now
+from myspinbot.jobs.models import TERMINAL_STATES, Job, JobEvent, now
 
 _SQLITE_PRAGMAS = (
     # Set first: switching to WAL needs a lock another process may briefly hold.
@@ -106,12 +118,30 @@ def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     )
 
 
-def _upsert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column."""
+def _upsert(
+    dialect: str, table: Table, where: Callable[[Any], ColumnElement[bool]] | None = None
+) -> postgresql.Insert | sqlite.Insert:
+    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column [WHERE where(excluded)]."""
     stmt = _insert(dialect, table)
     keys = [c.name for c in table.primary_key.columns]
     updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=updates)
+    condition = None if where is None else where(stmt.excluded)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=condition)
+
+
+_TERMINAL = [s.value for s in TERMINAL_STATES]
+
+
+def _snapshot_moves_forward(new: Any) -> ColumnElement[bool]:
+    """A job snapshot replaces the stored one unless it would take a finished job back
+    (a late or replayed write): only a retry, with a higher attempt, restarts it."""
+    old = jobs_table.c
+    # Plain comparisons, not NOT IN: an expanding IN cannot run in executemany.
+    return or_(
+        and_(*(old.state != state for state in _TERMINAL)),
+        new.attempt > old.attempt,
+        new.state == old.state,
+    )
 
 
 def _job(row: Row[Any]) -> Job:
@@ -125,7 +155,9 @@ class JobHistory:
         self._engine = _create_engine(url)
         migrate(self._engine)
         dialect = self._engine.dialect.name
-        self._upsert_jobs = _upsert(dialect, jobs_table)
+        # Written from every event a job gets, in any order a retry or repair brings:
+        # idempotent, and never backwards.
+        self._upsert_jobs = _upsert(dialect, jobs_table, _snapshot_moves_forward)
         self._upsert_profiles = _upsert(dialect, profiles_table)
         self._insert_events = _insert(dialect, events_table).on_conflict_do_nothing(
             index_elements=["job_id", "event_id"]
@@ -185,6 +217,17 @@ class JobHistory:
             rows = conn.execute(page).all()
             total = conn.execute(count).scalar_one()
         return [_job(row) for row in rows], total
+
+    def unfinished_jobs(self, limit: int = 100_000) -> list[Job]:
+        """Jobs whose last recorded state is not terminal (for the start-up repair)."""
+        query = (
+            select(jobs_table)
+            .where(jobs_table.c.state.not_in(_TERMINAL))
+            .order_by(jobs_table.c.created_at)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).all()]
 
     def job_events(self, job_id: str, limit: int = 1000) -> list[JobEvent]:
         """A job's events in the order they were recorded."""

@@ -29,6 +29,7 @@ from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.generation.options import GenerateOptions, portrait_key
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
+from myspinbot.runtime.lease import LeaseLost
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.storage.links import signed_artifact
@@ -79,7 +80,7 @@ def step(name: str) -> Iterator[None]:
     """Name the failing step in the error a person sees."""
     try:
         yield
-    except (JobCancelled, StepFailed, StepError):
+    except (JobCancelled, StepFailed, StepError, LeaseLost):
         raise
     except PermanentError as exc:
         raise StepFailed(f"{TITLES[name]} failed: {exc}") from exc
@@ -160,6 +161,9 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
             try:
                 artifacts = _upload(store, prefix, video_path, wav_path, portrait, script)
                 run.progress("finish", 1.0, "Video ready")
+            except LeaseLost:
+                # Another replica took the job over and writes the same prefix: leave it be.
+                raise
             except BaseException:
                 # Cancelled (or failed) while uploading: a cancelled job leaves no video.
                 with contextlib.suppress(Exception):

@@ -69,10 +69,19 @@ local state = cur_state
 local progress = cur_progress
 
 if kind == "created" then
-  if cur_state then return stale() end
+  local attempt = tonumber(ev.attempt or 1) or 1
+  if cur_state then
+    -- Only a retry of a failed job (POST /api/jobs/{id}/retry) creates it again, and
+    -- only with a higher attempt: it starts over from queued.
+    if not (rank[cur_state] == 2 and attempt > cur_attempt) then return stale() end
+    redis.call("HDEL", job_key, "result", "error", "finished_at", "started_at", "eta_seconds")
+    redis.call("PERSIST", job_key)
+    redis.call("PERSIST", events_key)
+  end
   state = "queued"
+  progress = 0
   put("id", ev.jobId); put("type", ev.type); put("params", ev.params)
-  put("created_at", ev.createdAt or ts); put("attempt", 1); put("progress", 0)
+  put("created_at", ev.createdAt or ts); put("attempt", attempt); put("progress", 0)
   put("state", state)
   job_type = ev.type
   count("queued")

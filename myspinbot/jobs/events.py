@@ -14,10 +14,6 @@ from typing import Any
 from myspinbot import keys
 from myspinbot.jobs.models import EventKind, Job, JobState
 
-# The events stream is consumed continuously; the cap only bounds memory if
-# ws-relay is down for a long time (it then catches up from what is left).
-EVENTS_MAXLEN = 100_000
-
 
 def created(job: Job) -> dict[str, Any]:
     return {

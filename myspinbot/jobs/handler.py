@@ -11,7 +11,12 @@
 
 The wrapper owns the job's lifecycle events (running, completed, cancelled,
 failed for permanent errors); anything else a handler raises goes back to the
-runtime, which retries it with backoff and dead-letters it in the end.
+runtime, which retries it with backoff and dead-letters it in the end (the
+wrapper's `on_failure` hook turns those into the job's retry and failed events).
+
+Every event a run writes is fenced by the delivery's lease: once another replica
+has taken the job over, the next write (a progress report) raises `LeaseLost`
+and the run stops like a cancel; the final event and the ack are one atomic step.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
 from myspinbot.jobs.progress import Step, StepPlan
+from myspinbot.jobs.retries import on_failure
+from myspinbot.runtime.config import ATTEMPT_HEADER, LEASE_HEADER
+from myspinbot.runtime.lease import Lease, LeaseLost, Writes, settle
 from myspinbot.settings import get_settings
-
-ATTEMPT_HEADER = "X-Myspinbot-Attempt"
 
 # Progress events are throttled per job; a step change or a finished step always goes out.
 MIN_REPORT_INTERVAL_S = 0.05
@@ -56,6 +62,7 @@ class JobRun:
     redis: redis.Redis
     logger: Any = None
     context: Any = None  # the worker's nuclio Context: what init_context put in user_data
+    lease: Lease | None = None  # None: not run by the stream trigger (nothing to fence)
     _last_report: float = field(default=0.0)
     _last_step: str | None = field(default=None)
 
@@ -98,18 +105,30 @@ class JobRun:
             eta_seconds=eta_seconds if eta_seconds is not None else self.plan.eta_seconds(),
             metrics=metrics,
         )
-        # One round trip: the report goes out and the cancel flag comes back.
-        stream, fields = events.xadd_args(event)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(keys.job_cancel(self.job.id))
-        pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
-        cancelled, _ = pipe.execute()
+        # One round trip: the report goes out (if the lease holds), the cancel flag comes back.
+        cancelled = self._emit(event, check_cancel=True)
         if cancelled:
             raise JobCancelled(f"cancelled during {step}")
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(
+        self, event: dict[str, Any], *, check_cancel: bool = False, final: bool = False
+    ) -> bool:
+        """Append `event` while this run still holds the job; a final event also acks the
+        delivery in the same step. Returns the cancel flag when asked for it."""
         stream, fields = events.xadd_args(event)
-        self.redis.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
+        cancel_key = keys.job_cancel(self.job.id)
+        if self.lease is None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(stream, fields)
+            pipe.exists(cancel_key)
+            return bool(pipe.execute()[1])
+        writes = Writes(
+            append=[(stream, fields)], ack=final, check=[cancel_key] if check_cancel else []
+        )
+        res = settle(self.redis, self.lease, writes)
+        if not res.held:
+            raise LeaseLost(f"job {self.job.id} was taken over by another replica")
+        return bool(res.exists and res.exists[0])
 
 
 JobFunction = Callable[[JobRun], dict[str, Any] | None]
@@ -131,7 +150,10 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
         @functools.wraps(fn)
         def handler(context: Any, event: Any) -> Any:
             job = parse_job(event.body)
-            attempt = int((event.headers or {}).get(ATTEMPT_HEADER, 1))
+            headers = event.headers or {}
+            # A retried job starts at a higher attempt; the runtime counts its own deliveries.
+            attempt = job.attempt + int(headers.get(ATTEMPT_HEADER, 1)) - 1
+            lease = Lease.from_header(headers[LEASE_HEADER]) if LEASE_HEADER in headers else None
             run = JobRun(
                 job=job,
                 attempt=attempt,
@@ -139,9 +161,12 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
                 redis=context.user_data.redis,
                 logger=context.logger,
                 context=context,
+                lease=lease,
             )
             return _run_job(run, fn, context)
 
+        # The runtime calls this when it retries or dead-letters a job's message.
+        handler.on_failure = on_failure  # type: ignore[attr-defined]
         return handler
 
     return wrap
@@ -150,11 +175,13 @@ def job_handler(steps: Sequence[Step]) -> Callable[[JobFunction], Callable[[Any,
 def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
     job_id = run.job.id
     pipe = run.redis.pipeline(transaction=False)
-    pipe.hget(keys.job(job_id), "state")
+    pipe.hmget(keys.job(job_id), ["state", "attempt"])
     pipe.exists(keys.job_cancel(job_id))
-    raw_state, cancel_requested = pipe.execute()
+    (raw_state, raw_attempt), cancel_requested = pipe.execute()
     live = JobState(str(raw_state)) if raw_state else None
-    if live is not None and live.terminal:
+    # A retry of a failed job starts above the attempt that ended it (run.job.attempt).
+    ended_earlier = int(raw_attempt or 1) >= run.job.attempt
+    if live is not None and live.terminal and ended_earlier:
         # A redelivery of a job that already ended (the ack was lost): nothing to do.
         context.logger.info_with("Skipping finished job", job_id=job_id, state=live.value)
         return {"jobId": job_id, "skipped": live.value}
@@ -165,7 +192,8 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
                 JobState.cancelled,
                 attempt=run.attempt,
                 message="Cancelled before it started",
-            )
+            ),
+            final=True,
         )
         return {"jobId": job_id, "state": "cancelled"}
 
@@ -189,7 +217,8 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
                 attempt=run.attempt,
                 step=run._last_step,
                 message=str(exc) or "Cancelled",
-            )
+            ),
+            final=True,
         )
         return {"jobId": job_id, "state": "cancelled"}
     except PermanentError as exc:
@@ -201,7 +230,8 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
                 step=run._last_step,
                 error=str(exc),
                 message=str(exc),
-            )
+            ),
+            final=True,
         )
         return {"jobId": job_id, "state": "failed"}
     run._emit(
@@ -212,6 +242,7 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
             step=run.plan.names()[-1],
             message="Done",
             result=result,
-        )
+        ),
+        final=True,
     )
     return {"jobId": job_id, "state": "completed"}

@@ -1,59 +1,88 @@
-"""Accepting and cancelling jobs (the gateway's side; async).
+"""Accepting, cancelling and retrying jobs (the gateway's side; async).
 
-Accepting a job appends two entries in one Redis transaction: a `created` event
-for ws-relay and the job itself on its type's stream. Nothing else is written,
-so state keeps a single writer. (The gateway then waits briefly until ws-relay
-has applied the event, through its WebSocket hub, so that a status query right
-after the 202 finds the job.)
+Accepting a job is one atomic Lua step (submit.lua) that runs after the job's
+inputs are stored: it binds the Idempotency-Key to the job and a hash of the
+request, refuses when the backlog is full, and appends a `created` event for
+ws-relay and the job itself on its type's stream. Nothing else is written, so
+state keeps a single writer. Inputs stored for a submit that then never queued
+are deleted at once, or by the sweeper (jobs/repair.py) when the gateway died
+in between.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from myspinbot import keys
 from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
-from myspinbot.runtime.stream_trigger import JOB_STREAM_MAXLEN
+from myspinbot.lua import lua
+
+Outcome = Literal["queued", "existing", "conflict", "busy"]
 
 
-@dataclass
-class Reservation:
-    job_id: str
-    existing: bool  # True: an earlier request with the same Idempotency-Key made this job
+@dataclass(frozen=True)
+class Accepted:
+    outcome: Outcome
+    job_id: str  # the job queued now, or the one the Idempotency-Key already names
+    depth: int = 0  # backlog depth, when busy
 
 
-async def reserve(
-    client: aioredis.Redis, idempotency_key: str | None, job_id: str, ttl_s: int
-) -> Reservation:
-    if not idempotency_key:
-        return Reservation(job_id, existing=False)
-    key = keys.idempotency(idempotency_key)
-    if await client.set(key, job_id, nx=True, ex=ttl_s):
-        return Reservation(job_id, existing=False)
-    return Reservation(str(await client.get(key)), existing=True)
+def request_hash(request: Any) -> str:
+    """Fingerprint of a request: the same Idempotency-Key must come with the same body."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def release(client: aioredis.Redis, idempotency_key: str | None, job_id: str) -> None:
-    """Forget a reservation whose request failed, so a retry can go through."""
-    if idempotency_key:
-        key = keys.idempotency(idempotency_key)
-        if await client.get(key) == job_id:
-            await client.delete(key)
+def job_message(job: Job, first_attempt: int = 1) -> str:
+    """The message on the job stream. `attempt` is the job's attempt number at its first
+    delivery (above 1 for a retried job); the runtime adds its own retries to it."""
+    body = job.model_dump(mode="json", include={"id", "type", "params", "created_at"})
+    if first_attempt > 1:
+        body["attempt"] = first_attempt
+    return json.dumps(body, separators=(",", ":"))
 
 
-async def enqueue(client: aioredis.Redis, job: Job) -> None:
-    stream, fields = events.xadd_args(events.created(job))
-    body = job.model_dump_json(include={"id", "type", "params", "created_at"})
-    message: dict[Any, Any] = {"body": body, "attempt": "1"}
-    pipe = client.pipeline(transaction=True)
-    pipe.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
-    pipe.xadd(keys.job_stream(job.type), message, maxlen=JOB_STREAM_MAXLEN, approximate=True)
-    await pipe.execute()
+async def inputs_pending(client: aioredis.Redis, job_id: str) -> None:
+    """Note, before storing inputs, that a submit is under way (see keys.SUBMITS_PENDING)."""
+    await client.zadd(keys.SUBMITS_PENDING, {job_id: time.time()})
+
+
+async def inputs_abandoned(client: aioredis.Redis, job_id: str) -> None:
+    """The inputs of `job_id` were deleted: nothing is pending for it any more."""
+    await client.zrem(keys.SUBMITS_PENDING, job_id)
+
+
+async def accept(
+    client: aioredis.Redis,
+    job: Job,
+    *,
+    idempotency_key: str | None,
+    fingerprint: str,
+    key_ttl_s: int,
+    backlog_max: int,
+) -> Accepted:
+    script = client.register_script(lua("myspinbot.jobs", "submit.lua", "submit"))
+    _, fields = events.xadd_args(events.created(job))
+    res = await script(
+        keys=[
+            keys.idempotency(idempotency_key) if idempotency_key else "",
+            keys.EVENTS,
+            keys.job_stream(job.type),
+            keys.SUBMITS_PENDING,
+        ],
+        args=[job.id, fingerprint, key_ttl_s, fields["body"], job_message(job), backlog_max],
+    )
+    outcome, value = str(res[0]), str(res[1])
+    if outcome == "busy":
+        return Accepted("busy", job.id, int(value))
+    return Accepted(outcome, value)  # type: ignore[arg-type]
 
 
 class CancelError(Exception):
@@ -74,8 +103,90 @@ async def cancel(client: aioredis.Redis, job_id: str, ttl_s: int) -> JobState:
     if state == JobState.queued:
         ev = events.state(job_id, JobState.cancelled, message="Cancelled before it started")
         stream, fields = events.xadd_args(ev)
-        await client.xadd(stream, fields, maxlen=events.EVENTS_MAXLEN, approximate=True)
+        await client.xadd(stream, fields)
     return state
+
+
+# --- the dead letter ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str  # entry id in the dead-letter stream
+    stream: str
+    job_id: str | None
+    job_type: str | None
+    error: str
+    attempt: int
+    function: str
+    failed_at: float
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "deadLetterId": self.id,
+            "stream": self.stream,
+            "jobId": self.job_id,
+            "type": self.job_type,
+            "error": self.error,
+            "attempt": self.attempt,
+            "function": self.function,
+            "failedAt": self.failed_at,
+        }
+
+
+def _dead_letter(stream: str, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    try:
+        body = json.loads(fields.get("body", ""))
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    return DeadLetter(
+        id=entry_id,
+        stream=stream,
+        job_id=body.get("id") or body.get("jobId"),
+        job_type=body.get("type"),
+        error=fields.get("error", ""),
+        attempt=int(fields.get("attempt", 0) or 0),
+        function=fields.get("function", ""),
+        failed_at=float(fields.get("failed_at", 0) or 0),
+    )
+
+
+async def dead_letters(client: aioredis.Redis, limit: int) -> list[DeadLetter]:
+    """Dead letters of every job stream and of the events stream, newest first."""
+    out: list[DeadLetter] = []
+    for stream in [keys.job_stream(t) for t in keys.JOB_TYPES] + [keys.EVENTS]:
+        dead = keys.dead_letter(stream)
+        entries: Any = await client.xrevrange(dead, count=limit)
+        for entry_id, fields in entries:
+            out.append(_dead_letter(dead, entry_id, fields))
+    out.sort(key=lambda d: d.failed_at, reverse=True)
+    return out[:limit]
+
+
+class RetryError(Exception):
+    pass
+
+
+async def retry(client: aioredis.Redis, job: Job) -> int:
+    """Queue failed `job` again with its stored inputs; returns the new attempt number."""
+    if job.state != JobState.failed:
+        raise RetryError(f"job {job.id} is {job.state.value}; only failed jobs can be retried")
+    dead = keys.dead_letter(keys.job_stream(job.type))
+    entry = ""
+    entries: Any = await client.xrange(dead)
+    for entry_id, fields in entries:
+        if _dead_letter(dead, entry_id, fields).job_id == job.id:
+            entry = entry_id
+    attempt = job.attempt + 1
+    created = events.created(job)
+    created.update(attempt=attempt, message=f"Retried by request (attempt {attempt})")
+    script = client.register_script(lua("myspinbot.jobs", "submit.lua", "retry"))
+    res = await script(
+        keys=[keys.job(job.id), keys.EVENTS, keys.job_stream(job.type), dead],
+        args=[json.dumps(created, separators=(",", ":")), job_message(job, attempt), entry],
+    )
+    if str(res[0]) != "queued":
+        raise RetryError(f"job {job.id} is {res[1]}; only failed jobs can be retried")
+    return attempt
 
 
 def job_json(job: Job) -> str:

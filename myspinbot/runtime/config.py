@@ -35,6 +35,12 @@ class Resources(_Strict):
     requests: dict[str, str | int] = Field(default_factory=dict)
 
 
+# Headers the `redis-stream` trigger puts on every event it hands a handler.
+ATTEMPT_HEADER = "X-Myspinbot-Attempt"  # 1 + retries + crashed deliveries
+DELIVERIES_HEADER = "X-Myspinbot-Deliveries"  # deliveries of this stream entry
+LEASE_HEADER = "X-Myspinbot-Lease"  # the delivery's lease (myspinbot.runtime.lease)
+
+
 class RedisStreamAttributes(_Strict):
     stream: str = Field(description="Logical stream name, e.g. `jobs.train` or `events`.")
     consumer_group: str = Field(alias="consumerGroup")

@@ -217,6 +217,8 @@ class Replica:
             consumer=self.consumer,
             default_reclaim_idle_s=self.settings.reclaim_idle_s,
             logger=self.logger,
+            # The handler's own failure hook (job functions: the job's retry/failed events).
+            on_failure=getattr(handler, "on_failure", None),
         )
         st.start()
         self._streams.append(st)

@@ -57,10 +57,10 @@ def test_events_apply_once_in_order(r: redis.Redis, relay: Relay) -> None:
 def test_history_gets_state_changes_and_milestones(r: redis.Redis, relay: Relay) -> None:
     job = Job(type="train")
     relay.apply(run_job(r, job))
-    stored = relay._history.get_job(job.id)
+    stored = relay.history.get_job(job.id)
     assert stored is not None and stored.state == JobState.completed
     assert stored.result == {"ok": 1}
-    kinds = [(e.kind.value, e.state.value) for e in relay._history.job_events(job.id)]
+    kinds = [(e.kind.value, e.state.value) for e in relay.history.job_events(job.id)]
     assert ("state", "completed") in kinds and kinds[0] == ("created", "queued")
 
 
@@ -122,5 +122,5 @@ def test_progress_metrics_reach_clients_and_history(r: redis.Redis, relay: Relay
     )
     payload = json.loads(r.xrange(keys.job_events(job.id))[-1][1]["data"])
     assert payload["metrics"] == numbers and payload["etaSeconds"] == 131
-    stored = relay._history.job_events(job.id)[-1]
+    stored = relay.history.job_events(job.id)[-1]
     assert stored.metrics == numbers

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from myspinbot import keys
+from myspinbot.jobs.retries import on_failure
 from myspinbot.runtime.config import Trigger
 from myspinbot.runtime.process import make_logger
 from myspinbot.runtime.stream_trigger import StreamTrigger, backoff_delay
@@ -67,6 +68,7 @@ class Harness:
             consumer=consumer,
             default_reclaim_idle_s=1.0,
             logger=LOGGER,
+            on_failure=on_failure,  # what a job function's handler carries
         )
         t.start()
         self.triggers.append(t)

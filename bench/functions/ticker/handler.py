@@ -1,8 +1,8 @@
 """Benchmark ticker job: waits for a go signal, then reports progress at a steady pace.
 
-Options (`options.bench` of a generate request):
+Options (`bench` in the JSON `stage` text of a generate request; `options` is strict):
 
-    {"ticks": 200, "interval": 0.06, "goTimeout": 120}
+    {"bench": {"ticks": 200, "interval": 0.06, "goTimeout": 120}}
 
 The handler waits until the Redis key `bench:ticker:go:<job id>` exists (the
 benchmark sets it once every WebSocket client has subscribed), so every client
@@ -12,6 +12,7 @@ throttle (`MIN_REPORT_INTERVAL_S`), or reports would be dropped.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -36,7 +37,11 @@ def _wait_for_go(run: JobRun, timeout_s: float) -> None:
 
 @job_handler(steps=[Step("tick", 1, title="Ticking")])
 def handler(run: JobRun) -> dict[str, Any]:
-    spec = (run.params.get("options") or {}).get("bench") or {}
+    try:
+        stage = json.loads(run.params.get("stage") or "{}")
+    except ValueError:
+        stage = {}
+    spec = (stage.get("bench") if isinstance(stage, dict) else None) or {}
     ticks = int(spec.get("ticks", 200))
     interval = max(float(spec.get("interval", 0.06)), MIN_REPORT_INTERVAL_S + 0.005)
     _wait_for_go(run, float(spec.get("goTimeout", 120)))

@@ -1,4 +1,8 @@
-"""Lua scripts shipped next to the code, loaded once per process."""
+"""Lua scripts shipped next to the code they belong to, loaded once per process.
+
+Neutral ground: the runtime (stream.lua) and the job domain (apply.lua, submit.lua)
+both load their scripts through here, so neither has to import the other for it.
+"""
 
 from __future__ import annotations
 
