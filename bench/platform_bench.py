@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from myspinbot import keys
 from myspinbot.netutil import free_port
-from myspinbot.runtime.supervisor import up_argv
+from myspinbot.platform.supervisor import up_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0

@@ -56,7 +56,7 @@ def up(
     set; otherwise starts a local redis-server and S3 server and uses SQLite, all
     under the data directory.
     """
-    from myspinbot.runtime.supervisor import Platform, StartInterrupted
+    from myspinbot.platform.supervisor import Platform, StartInterrupted
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v

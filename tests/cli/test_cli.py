@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from myspinbot.netutil import free_port
-from myspinbot.runtime.supervisor import up_argv
+from myspinbot.platform.supervisor import up_argv
 from tests.support import (
     FUNCTIONS,
     ROOT,
