@@ -22,9 +22,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from myspinbot.errors import PermanentError
 from myspinbot.settings import Settings
-
-STEP_OUTPUT_LINES = 30  # how much of a failed step's output its error carries
 
 
 class StepFailed(RuntimeError):
@@ -68,7 +67,7 @@ def run_step(
         lines.put(None)
 
     threading.Thread(target=pump, name="prepare-output", daemon=True).start()
-    tail: list[str] = []
+    last = "no output"  # a failed step's last line says why it failed
     while True:
         if stop_requested():
             proc.terminate()
@@ -80,18 +79,23 @@ def run_step(
             continue
         if line is None:
             break
-        tail = [*tail, line][-STEP_OUTPUT_LINES:]
+        last = line
         say(line)
     code = proc.wait()
     if code != 0:
-        raise StepFailed(f"`{' '.join(args)}` failed (exit code {code}):\n" + "\n".join(tail))
+        # Its whole output was relayed above; the error carries the line that says why.
+        raise StepFailed(f"start-up step `{args[0]}` failed (exit code {code}): {last}")
 
 
 # --- the steps (this module run as a program) -------------------------------------------------
 def export_step(repository: Path) -> None:
+    from myspinbot.imaging.export import ExportError
     from myspinbot.triton.export_check import ensure_export
 
-    ensure_export(Settings(), repository, say=lambda message: print(message, flush=True))
+    try:
+        ensure_export(Settings(), repository, say=lambda message: print(message, flush=True))
+    except ExportError as exc:  # a failed check or write: its message says what to do
+        raise PermanentError(str(exc)) from exc
 
 
 def storage_step() -> None:
@@ -116,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             export_step(args.repository)
         else:
             storage_step()
-    except Exception as exc:  # the traceback for the log, then one line that says what failed
+    except PermanentError as exc:  # bad configuration or input: the message is the story
+        print(f"{args.step} failed: {exc}", flush=True)
+        return 1
+    except Exception as exc:  # unexpected: the traceback for the log, then what failed
         traceback.print_exc(file=sys.stdout)
         print(f"{args.step} failed: {type(exc).__name__}: {exc}", flush=True)
         return 1
