@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from myspinbot import keys
 from myspinbot.netutil import free_port
-from myspinbot.runtime.supervisor import up_argv
+from myspinbot.platform.supervisor import up_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
@@ -70,8 +70,11 @@ def exit_on_sigterm() -> None:
 class RunningPlatform:
     """`myspinbot up` with the given function dirs; a context manager."""
 
-    def __init__(self, functions: list[Path], data_dir: Path) -> None:
+    def __init__(
+        self, functions: list[Path], data_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.functions = [f.resolve() for f in functions]
+        self.env = env or {}  # MYSPINBOT_* settings for this platform (others are dropped)
         self.data_dir = data_dir.resolve()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -95,6 +98,7 @@ class RunningPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = up_argv(self.port, self.data_dir, list(self.functions))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSPINBOT_")}
+        env.update(self.env)
         env[MARKER_ENV] = str(self.data_dir)  # inherited by all it starts: see processes()
         with open(self.log, "ab") as log:
             # Its own session: a Ctrl-C reaches only us, and we stop it in order.

@@ -21,8 +21,7 @@ from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.triton.client import host_port
-from myspinbot.triton.lora import MODEL_PREFIX
-from myspinbot.triton.repository import MODELS
+from myspinbot.triton.repository import LORA_MODEL_PREFIX, MODELS
 
 STATUS_RETRIES = 2
 REDIS_POOL_SIZE = 200
@@ -115,7 +114,7 @@ class Services:
         not_ready = [f"{m}: {states.get(m, 'missing')}" for m in MODELS if states.get(m) != "READY"]
         if not_ready:
             raise RuntimeError("Triton models not ready: " + ", ".join(not_ready))
-        loras = [n for n, st in states.items() if n.startswith(MODEL_PREFIX) and st == "READY"]
+        loras = [n for n, st in states.items() if n.startswith(LORA_MODEL_PREFIX) and st == "READY"]
         return {"models": {m: states[m] for m in MODELS}, "loraModels": len(loras)}
 
     async def functions(self) -> dict[str, dict[str, Any]]:

@@ -56,11 +56,15 @@ class EmbeddedRedis(ServerProcess):
         host: str = "127.0.0.1",
         port: int = 0,
         appendonly: bool = True,
+        appendfsync: str = "always",
     ) -> None:
+        if appendfsync not in ("always", "everysec"):
+            raise ValueError(f"appendfsync must be 'always' or 'everysec', not {appendfsync!r}")
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.log_path = self.data_dir / "redis.log"
         super().__init__()
 
@@ -96,10 +100,12 @@ class EmbeddedRedis(ServerProcess):
                 "yes",
                 "--appendfilename",
                 "appendonly.aof",
-                # At most one second of writes lost on a crash, without an
-                # fsync per command.
+                # `always`: Redis writes and fsyncs the AOF before it answers, so a write
+                # that was acknowledged (a job that got its 202) survives a kill -9 or a
+                # power cut. `everysec` may lose the last second (docs/architecture.md
+                # has the measured cost).
                 "--appendfsync",
-                "everysec",
+                self.appendfsync,
                 # The AOF is the source of truth; RDB snapshots on top would
                 # only duplicate the data and fork the server periodically.
                 "--save",

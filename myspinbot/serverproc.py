@@ -1,7 +1,8 @@
 """A server run as a child process: its output in a log file, a clean stop, `with` support.
 
-The embedded Redis and S3 servers share this lifecycle; each adds how to start
-itself and how to tell it is ready.
+The embedded Redis, S3 and Triton servers share this lifecycle; each adds how to start
+itself and how to tell it is ready. A server that died can be started again on the same
+address (`restart`): each keeps the port it was first given, so its clients only reconnect.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ class ServerProcess(ABC):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of a server that was started and has died since; None while it
+        runs (or was never started, or was stopped on purpose)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def restart(self) -> str:
+        """Start a server that died again, on the same address and data."""
+        self._cleanup()
+        return self.start()
+
     def _launch(
         self,
         argv: Sequence[str],
@@ -52,6 +64,9 @@ class ServerProcess(ABC):
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=None if env is None else dict(env),
+            # Its own session: a Ctrl-C in the terminal must not stop the server while the
+            # processes that use it still drain their work; its owner stops it last.
+            start_new_session=True,
         )
         return self._proc
 

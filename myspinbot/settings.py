@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,11 @@ class Settings(BaseSettings):
     # --- Redis: the real-time bus -------------------------------------------------
     redis_url: str | None = Field(
         None, description="Redis to use; when unset `myspinbot up` starts a local redis-server."
+    )
+    redis_appendfsync: Literal["always", "everysec"] = Field(
+        "always",
+        description="fsync policy of the embedded Redis: `always` loses no accepted job on a "
+        "crash (docs/architecture.md); `everysec` may lose the last second, for more speed.",
     )
 
     # --- SQL: durable job history ---------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from myspinbot.netutil import free_port
-from myspinbot.runtime.supervisor import up_argv
+from myspinbot.platform.supervisor import up_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = ROOT / "tests" / "functions" / "scripted"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import redis
 
 from myspinbot.netutil import free_port, port_open
+from myspinbot.platform.servers import SupervisedServer
 from myspinbot.redisserver import EmbeddedRedis
-from tests.support import pid_alive
+from tests.support import pid_alive, wait_for
 
 
 def test_set_get_and_url(tmp_path: Path) -> None:
@@ -80,3 +83,41 @@ def test_port_held_by_another_redis_is_not_mistaken_for_ours(tmp_path: Path) -> 
         with pytest.raises(RuntimeError, match="Address already in use"):
             second.start()
         assert first.running
+
+
+def test_every_write_is_fsynced_before_the_reply_by_default(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+        finally:
+            client.close()
+    with pytest.raises(ValueError, match="appendfsync"):
+        EmbeddedRedis(tmp_path / "other", appendfsync="no")
+
+
+def test_a_killed_server_is_brought_back_on_its_port_with_its_data(tmp_path: Path) -> None:
+    """What `myspinbot up` does for its embedded servers (platform/servers.py): a SIGKILLed
+    redis-server comes back on the same port, and every acknowledged write is still there."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    said: list[str] = []
+    supervised = SupervisedServer("redis", server, url, said.append)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        for i in range(200):
+            client.xadd("jobs", {"n": str(i)})
+        victim = server.pid
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: server.exit_code is not None, what="redis-server to die")
+        assert not supervised.poll()  # noticed; the restart runs in a thread
+        wait_for(supervised.poll, timeout=30, what="the restart")
+        assert server.pid != victim and server.url == url and supervised.restarts == 1
+        assert client.xlen("jobs") == 200  # the same client reconnects to the same port
+        assert any("exited with -9" in s for s in said) and "serving again" in said[-1]
+    finally:
+        client.close()
+        supervised.stop()
+    assert not pid_alive(victim)

@@ -52,17 +52,23 @@ def up(
 ) -> None:
     """Start the whole platform on embedded defaults (Ctrl-C stops it).
 
+    Every process it starts is kept running: one that dies is restarted (an embedded
+    server on the same port and data).
+
     Uses MYSPINBOT_REDIS_URL / MYSPINBOT_S3_ENDPOINT / MYSPINBOT_DATABASE_URL when
     set; otherwise starts a local redis-server and S3 server and uses SQLite, all
     under the data directory.
     """
-    from myspinbot.runtime.supervisor import Platform, StartInterrupted
+    from myspinbot.platform.supervisor import Platform, StartInterrupted
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v
     }
     settings = Settings(**overrides)
-    platform = Platform(settings, list(functions) or None, say=console.print)
+    # No markup: the lines it relays (a start-up step's output) may hold "[...]" text.
+    platform = Platform(
+        settings, list(functions) or None, say=lambda line: console.print(line, markup=False)
+    )
     console.print(
         f"[bold]MySpinBot {__version__}[/] starting (data in {settings.data_dir.resolve()})"
     )

@@ -108,6 +108,7 @@ class Replica:
         self._redis: redis.Redis | None = None
         self._info: dict[str, Any] = {}
         self._user_data: list[Any] = []
+        self._exit_code = 0
 
     @property
     def consumer(self) -> str:
@@ -118,6 +119,7 @@ class Replica:
         # must still drain and hand work back, not kill the process mid-start.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+        threading.excepthook = self._thread_died
         # Messages pass from the reader thread to worker threads; with CPython's default
         # 5 ms GIL switch interval each hand-off can stall that long behind a busy thread.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -128,7 +130,7 @@ class Replica:
         while not self._stop.wait(REGISTRY_TTL_S / 3):
             self._register()
         self.shutdown()
-        return 0
+        return self._exit_code
 
     def start(
         self,
@@ -201,6 +203,21 @@ class Replica:
         thread = threading.Thread(target=loop, name=f"{self.name}-registry", daemon=True)
         thread.start()
         return thread
+
+    def _thread_died(self, args: threading.ExceptHookArgs) -> None:
+        """A trigger thread that died (e.g. on a Redis error its loop did not expect)
+        leaves a replica that looks alive and registered but serves nothing. Crash-only:
+        it stops and exits non-zero, so the supervisor starts it afresh (like a failed
+        liveness probe); what it had not acknowledged is delivered again."""
+        threading.__excepthook__(args)  # the traceback, into the replica's log
+        thread = args.thread.name if args.thread is not None else "?"
+        self.logger.error_with(
+            "A thread died; the replica exits to be restarted",
+            thread=thread,
+            error=f"{args.exc_type.__name__}: {args.exc_value}",
+        )
+        self._exit_code = 70  # EX_SOFTWARE
+        self._stop.set()
 
     def _start_stream(
         self, tname: str, trig: Any, handler: Any, contexts: list[Any]

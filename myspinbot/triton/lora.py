@@ -36,7 +36,7 @@ from myspinbot.triton import repository as repo
 from myspinbot.triton.client import TritonClient
 
 LORA_FILE = "lora.safetensors"
-MODEL_PREFIX = "unet-lora-"
+MODEL_PREFIX = repo.LORA_MODEL_PREFIX
 # Longest a load may hold its lock (an SD 1.5 LoRA fuses ~3.4 GB of weights); a waiter
 # gives up after as long.
 LOAD_LOCK_S = 600

@@ -24,6 +24,9 @@ EXPORT_INFO_FILE = "myspinbot_export.json"
 # Set in tritonserver's environment: an override-loaded (per-profile) model lives in a
 # temporary directory and finds its base model's ONNX file through it.
 REPOSITORY_ENV = "MYSPINBOT_TRITON_REPOSITORY"
+# Per-profile LoRA UNets are loaded as models named `<prefix><profile id>` (triton/lora.py).
+# Here, not in lora.py, so the gateway can tell them apart without importing torch.
+LORA_MODEL_PREFIX = "unet-lora-"
 
 CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton-models"
 

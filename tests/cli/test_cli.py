@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from myspinbot.netutil import free_port
-from myspinbot.runtime.supervisor import up_argv
+from myspinbot.platform.supervisor import up_argv
 from tests.support import (
     FUNCTIONS,
     ROOT,
@@ -104,3 +104,28 @@ def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path) -> None:
         for pid in [proc.pid, *pids]:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_start_up_step_is_one_readable_error(tmp_path: Path) -> None:
+    """The ONNX export runs in a child process (the supervisor stays small); when it fails,
+    `up` says why, stops the servers it had started, and exits 1."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSPINBOT_")}
+    env["MYSPINBOT_TRITON_REPOSITORY"] = str(tmp_path / "triton-models")
+    env["MYSPINBOT_BASE_MODEL"] = str(tmp_path / "no-such-model")
+    argv = up_argv(free_port(), data, [FUNCTIONS / "generate"])
+    result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "start-up step `export` failed" in out and "no-such-model" in out
+    left = [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and _cwd_in(Path("/proc") / pid, data)
+    ]
+    assert not left, f"processes left running in {data}: {left}"
+
+
+def _cwd_in(proc: Path, data: Path) -> bool:
+    try:
+        return Path(os.readlink(proc / "cwd")).is_relative_to(data)
+    except OSError:
+        return False

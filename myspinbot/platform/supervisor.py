@@ -1,9 +1,11 @@
 """`myspinbot up`: the whole platform on one machine.
 
-Starts what is not configured (Redis, S3), then every function at its
-`minReplicas` and the gateway as child processes; restarts a child that dies
-(as Nuclio or Kubernetes would restart a pod); stops everything on Ctrl-C or
-SIGTERM. What it started is written to `<data dir>/run/platform.json`.
+Starts what is not configured (Redis, S3, Triton), then every function at its
+`minReplicas` and the gateway as child processes; restarts a child or an embedded
+server that dies (as Nuclio or Kubernetes would restart a pod), a server on the same
+port and data; stops everything on Ctrl-C or SIGTERM. What it started is written to
+`<data dir>/run/platform.json`. One-off heavy work (the ONNX export, migrations) runs in
+child processes (platform/prepare.py), so this long-lived process stays small.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import httpx
 import redis
 
 from myspinbot import keys
-from myspinbot.db import JobHistory
 from myspinbot.netutil import free_port
+from myspinbot.platform.prepare import StepInterrupted, run_step
+from myspinbot.platform.servers import STABLE_AFTER_S, SupervisedServer
 from myspinbot.redisserver import EmbeddedRedis
 from myspinbot.runtime.config import load_function_config
+from myspinbot.serverproc import ServerProcess
 from myspinbot.settings import Settings
-from myspinbot.storage import ArtifactStore, EmbeddedS3
-from myspinbot.triton.export_check import ensure_export
+from myspinbot.storage.embedded import EmbeddedS3
 from myspinbot.triton.repository import default_repository
 from myspinbot.triton.server import EmbeddedTriton
 
@@ -70,10 +73,13 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    failures: int = 0  # deaths in a row without a stable run; picks the backoff
     next_start: float = 0.0
+    started_at: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it from here
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -101,9 +107,7 @@ class Platform:
         self.function_dirs = function_dirs or settings.function_dirs or default_function_dirs()
         self.say = say
         self.children: list[Child] = []
-        self._redis_server: EmbeddedRedis | None = None
-        self._s3_server: EmbeddedS3 | None = None
-        self._triton_server: EmbeddedTriton | None = None
+        self.servers: list[SupervisedServer] = []  # started in this order, stopped in reverse
         self._stopping = False
         self._stop_requested = False
         self.urls: dict[str, str] = {}
@@ -134,14 +138,15 @@ class Platform:
         self._check_stop()
         env = self._child_env(redis_url, s3_endpoint)
         if self._uses_triton():
-            env["MYSPINBOT_TRITON_URL"] = self.settings.triton_url or self._start_triton()
+            env["MYSPINBOT_TRITON_URL"] = self.settings.triton_url or self._start_triton(env)
             self.urls["triton"] = env["MYSPINBOT_TRITON_URL"]
             self._check_stop()
         settings = Settings(
             **{**self.settings.model_dump(), "redis_url": redis_url, "s3_endpoint": s3_endpoint}
         )
-        ArtifactStore.from_settings(settings).ensure_bucket()
-        JobHistory(settings.sqlalchemy_url).close()  # migrate once, before anyone writes
+        # The bucket and the schema exist before anyone writes (in a child: boto3 and
+        # SQLAlchemy are not needed here afterwards).
+        self._run_step(["storage"], env)
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
         self.urls.update(
             {
@@ -157,19 +162,33 @@ class Platform:
         self.write_state()
         self._wait_ready()
 
+    def _run_step(self, args: list[str], env: dict[str, str]) -> None:
+        try:
+            run_step(args, env, self.say, lambda: self._stop_requested)
+        except StepInterrupted:
+            raise StartInterrupted from None
+
+    def _supervise(self, name: str, server: ServerProcess, url: str) -> None:
+        self.servers.append(SupervisedServer(name, server, url, self.say))
+
     def _start_redis(self) -> str:
-        self._redis_server = EmbeddedRedis(self.data_dir / "redis")
-        url = self._redis_server.start()
-        self.say(f"  redis     {url} (embedded, data in {self.data_dir / 'redis'})")
+        server = EmbeddedRedis(self.data_dir / "redis", appendfsync=self.settings.redis_appendfsync)
+        url = server.start()
+        self._supervise("redis", server, url)
+        self.say(
+            f"  redis     {url} (embedded, data in {self.data_dir / 'redis'}, "
+            f"appendfsync {server.appendfsync})"
+        )
         return url
 
     def _start_s3(self) -> str:
-        self._s3_server = EmbeddedS3(
+        server = EmbeddedS3(
             self.data_dir / "s3",
             access_key=self.settings.s3_access_key,
             secret_key=self.settings.s3_secret_key,
         )
-        endpoint = self._s3_server.start()
+        endpoint = server.start()
+        self._supervise("s3", server, endpoint)
         self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
         return endpoint
 
@@ -180,17 +199,21 @@ class Platform:
             for d in self.function_dirs
         )
 
-    def _start_triton(self) -> str:
+    def _start_triton(self, env: dict[str, str]) -> str:
         repository = default_repository(self.settings)
-        ensure_export(self.settings, repository, say=self.say)
-        self._triton_server = EmbeddedTriton(
+        # torch is imported for the export (and for the check whether one is needed):
+        # in a child that exits, not here.
+        self._run_step(["export", str(repository)], env)
+        self._check_stop()
+        server = EmbeddedTriton(
             repository,
             self.data_dir / "triton",
             host=self.settings.host,
             metrics_port=self.settings.triton_metrics_port or 0,
         )
-        url = self._triton_server.start()
-        self.urls["triton_metrics"] = self._triton_server.metrics_url
+        url = server.start()
+        self._supervise("triton", server, url)
+        self.urls["triton_metrics"] = server.metrics_url
         self.say(f"  triton    {url} (embedded, models in {repository})")
         return url
 
@@ -291,16 +314,21 @@ class Platform:
 
     # --- run ------------------------------------------------------------------------------------
     def poll(self) -> None:
-        """Restart children that died (with backoff)."""
-        if self._stopping:
+        """Restart embedded servers and children that died (with backoff)."""
+        if self._stopping or self._stop_requested:
             return
         now = time.monotonic()
         changed = False
+        for server in self.servers:
+            changed |= server.poll()
         for child in self.children:
             if child.proc is None or child.proc.poll() is None:
                 continue
             if child.next_start == 0.0:
-                delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
+                if now - child.started_at > STABLE_AFTER_S:
+                    child.failures = 0
+                delay = RESTART_BACKOFF_S[min(child.failures, len(RESTART_BACKOFF_S) - 1)]
+                child.failures += 1
                 child.next_start = now + delay
                 self.say(
                     f"  {child.name} exited with {child.proc.returncode}; "
@@ -320,6 +348,10 @@ class Platform:
             "children": [
                 {"name": c.name, "pid": c.pid, "restarts": c.restarts, **c.info}
                 for c in self.children
+            ],
+            "servers": [
+                {"name": s.name, "pid": s.pid, "restarts": s.restarts, "url": s.url}
+                for s in self.servers
             ],
             "supervisorPid": os.getpid(),
         }
@@ -351,12 +383,8 @@ class Platform:
                 self.say(f"  {c.name} did not stop in {STOP_GRACE_S:g} s; killing it")
                 c.proc.kill()
                 c.proc.wait()
-        if self._triton_server:
-            self._triton_server.stop()
-        if self._s3_server:
-            self._s3_server.stop()
-        if self._redis_server:
-            self._redis_server.stop()
+        for server in reversed(self.servers):
+            server.stop()
         (self.data_dir / "run" / "platform.json").unlink(missing_ok=True)
 
 
