@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import ROOT, TEST_TRITON_REPOSITORY
 
 BENCH = ROOT / "bench"
