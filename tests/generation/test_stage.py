@@ -62,20 +62,12 @@ def astronaut() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
-    server = EmbeddedS3(
-        tmp_path_factory.mktemp("s3") / "root", access_key=ACCESS, secret_key=SECRET
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def store(s3: EmbeddedS3) -> ArtifactStore:
-    st = ArtifactStore(s3.endpoint, f"t-{uuid.uuid4().hex[:12]}", ACCESS, SECRET)
-    st.ensure_bucket()
-    return st
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArtifactStore]:
+    root = tmp_path_factory.mktemp("s3") / "root"
+    with EmbeddedS3(root, access_key=ACCESS, secret_key=SECRET) as server:
+        bucket = ArtifactStore(server.endpoint, "stage", ACCESS, SECRET)
+        bucket.ensure_bucket()
+        yield bucket
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +94,28 @@ def train_profile(store: ArtifactStore, history: JobHistory, photo: Image.Image)
     return profile_id
 
 
+def trained(deps: GenerateDeps, photo: Image.Image) -> ProfileRecord:
+    profile = deps.history.get_profile(train_profile(deps.store, deps.history, photo))
+    assert profile is not None
+    return profile
+
+
 def generate(
     deps: GenerateDeps, r: redis.Redis, profile_id: str | None, **options: Any
 ) -> dict[str, Any]:
     params = {"profileId": profile_id, "mode": "direct", "narration": NARRATION, "options": options}
     run = JobRun(job=Job(type="generate", params=params), attempt=1, plan=StepPlan(STEPS), redis=r)
     return run_generation(run, deps)
+
+
+def load(store: ArtifactStore, key: str) -> Image.Image:
+    return Image.open(io.BytesIO(store.get_bytes(key))).convert("RGB")
+
+
+def stage_of(store: ArtifactStore, result: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    """The generate result's stage.png: the portrait the video was animated from."""
+    key = next(a["key"] for a in result["artifacts"] if a["name"] == "stage.png")
+    return np.asarray(load(store, key))
 
 
 def frames_of(store: ArtifactStore, result: dict[str, Any], tmp: Path) -> npt.NDArray[np.uint8]:
@@ -203,48 +211,35 @@ def test_a_small_photo_is_sharper_through_real_esrgan_than_lanczos_and_cached(
     again = generate(deps, r, profile_id, size=size)
     assert again["portraitUpscale"]["cached"] is True
     assert len(deps.store.list_keys("stage-cache/")) == 1
-    stage = [next(a for a in x["artifacts"] if a["name"] == "stage.png") for x in (esrgan, again)]
-    first, second = (deps.store.get_bytes(s["key"]) for s in stage)
-    assert np.array_equal(
-        np.asarray(Image.open(io.BytesIO(first))), np.asarray(Image.open(io.BytesIO(second)))
-    )
+    assert np.array_equal(stage_of(deps.store, esrgan), stage_of(deps.store, again))
 
 
 def test_the_portrait_is_cut_from_the_photo_not_from_the_training_crop(
     deps: GenerateDeps, r: redis.Redis
 ) -> None:
     """The 64 px training crop stays what it was; the stage image has the photo's pixels."""
-    profile_id = train_profile(deps.store, deps.history, astronaut())
-    profile = deps.history.get_profile(profile_id)
-    assert profile is not None
+    profile = trained(deps, astronaut())
+    profile_id = profile.id
     (entry,) = profile.metadata["photos"]
     assert entry["name"] == "me.png" and entry["key"].startswith(profile_prefix(profile_id))
-    master = Image.open(io.BytesIO(deps.store.get_bytes(entry["key"])))
+    master = load(deps.store, entry["key"])
     assert master.size == (entry["size"], entry["size"]) and entry["size"] > 200
-    crop = Image.open(io.BytesIO(deps.store.get_bytes(profile_prefix(profile_id) + "portrait.png")))
+    crop = load(deps.store, profile_prefix(profile_id) + "portrait.png")
     assert crop.size == (64, 64)
 
-    result = generate(deps, r, profile_id, size=192)
-    stage_key = next(a["key"] for a in result["artifacts"] if a["name"] == "stage.png")
-    stage = np.asarray(Image.open(io.BytesIO(deps.store.get_bytes(stage_key))), np.float32)
-    from_master = np.asarray(
-        master.convert("RGB").resize((192, 192), Image.Resampling.LANCZOS), np.float32
-    )
-    from_crop = np.asarray(
-        crop.convert("RGB").resize((192, 192), Image.Resampling.LANCZOS), np.float32
-    )
-    assert np.abs(stage - from_master).mean() < 1.5
-    assert detail(stage.astype(np.uint8)) > 2 * detail(from_crop.astype(np.uint8))
+    stage = stage_of(deps.store, generate(deps, r, profile_id, size=192))
+    from_master = np.asarray(master.resize((192, 192), Image.Resampling.LANCZOS))
+    from_crop = np.asarray(crop.resize((192, 192), Image.Resampling.LANCZOS))
+    assert np.abs(stage.astype(np.float32) - from_master).mean() < 1.5
+    assert detail(stage) > 2 * detail(from_crop)
 
 
 def test_a_profile_trained_before_masters_were_kept_still_works_and_says_so(
     deps: GenerateDeps, r: redis.Redis
 ) -> None:
-    profile_id = train_profile(deps.store, deps.history, astronaut())
-    old = deps.history.get_profile(profile_id)
-    assert old is not None
+    old = trained(deps, astronaut())
     deps.history.save_profile(old.model_copy(update={"metadata": {}}))
-    result = generate(with_upscaler(deps, "lanczos"), r, profile_id, size=128)
+    result = generate(with_upscaler(deps, "lanczos"), r, old.id, size=128)
     assert "train it again" in result["portraitNote"]
     assert result["portraitUpscale"] == {
         "sourcePixels": 64, "upscaler": "lanczos", "cached": False, "fallbackReason": None,
