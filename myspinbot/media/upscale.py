@@ -48,7 +48,7 @@ ESRGAN_CPU = -1
 # tiles 1.3 GB, at the same speed.
 ESRGAN_TILE = 64
 # The model's input is at most this share of the output side: its cost grows with the
-# input's pixels (128 px in -> 512 px out took 10-20 s on 2 cores, 256 px four times
+# input's pixels (128 px in -> 512 px out took 26 s on 2 busy cores, 256 px four times
 # that). Past it the source is first reduced, then the model's 4x output brought down to
 # size, which still restores more detail than Lanczos from the larger source.
 ESRGAN_MAX_INPUT_SHARE = 0.5
