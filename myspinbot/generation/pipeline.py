@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import redis
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.generation.options import GenerateOptions, portrait_key
+from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
@@ -63,12 +63,8 @@ class GenerateParams(BaseModel):
     options: GenerateOptions = Field(default_factory=GenerateOptions)
 
 
-@dataclass
-class GenerateDeps:
-    store: ArtifactStore
-    history: JobHistory
-    settings: Settings
-    redis: redis.Redis
+# One deps type for every pipeline; the name stays for the function handlers.
+GenerateDeps = PipelineDeps
 
 
 def output_prefix(job_id: str) -> str:

@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +24,9 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot import keys
-from myspinbot.db import JobHistory, ProfileRecord
+from myspinbot.db import ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
+from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
@@ -61,12 +61,8 @@ class TrainParams(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainDeps:
-    store: ArtifactStore
-    history: JobHistory
-    settings: Settings
-    redis: redis.Redis
+# One deps type for every pipeline; the name stays for the function handlers.
+TrainDeps = PipelineDeps
 
 
 def profile_prefix(profile_id: str) -> str:
