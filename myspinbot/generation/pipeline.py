@@ -332,29 +332,38 @@ def _staged(
     """`square` at the video size: shrunk from the photo's own pixels, or enlarged once by
     the configured upscaler and cached in S3 by the photo's hash and the size."""
     from myspinbot.imaging.portrait import stage_portrait
-    from myspinbot.media.upscale import NEURAL_UPSCALERS, Lanczos, RealEsrgan, portrait_upscaler
+    from myspinbot.media import upscale
 
     store, side = deps.store, min(square.size)
     if side >= size:
-        portrait = stage_portrait(square, size, Lanczos())
+        portrait = stage_portrait(square, size, upscale.Lanczos())
         return portrait.image, PortraitUpscale(source_pixels=side, upscaler=None)
     digest = hashlib.sha256(data).hexdigest()
-    learned = deps.settings.upscaler.strip().lower() in NEURAL_UPSCALERS
-    key = portrait_cache_key(digest, size, RealEsrgan.name) if learned else None
-    if key is not None and store.exists(key):
+    learned = deps.settings.upscaler.strip().lower() in upscale.NEURAL_UPSCALERS
+    key = portrait_cache_key(digest, size, upscale.RealEsrgan.name)
+    if learned and store.exists(key):
         cached = Image.open(io.BytesIO(store.get_bytes(key))).convert("RGB")
-        return cached, PortraitUpscale(source_pixels=side, upscaler=RealEsrgan.name, cached=True)
-    choice = portrait_upscaler(deps.settings)
-    name = choice.upscaler.name
-    run.progress("stage", 0.2, f"Enlarging the {side} px photo to {size} px ({name})")
-    portrait = stage_portrait(square, size, choice.upscaler)
-    if name == RealEsrgan.name:
+        info = PortraitUpscale(source_pixels=side, upscaler=upscale.RealEsrgan.name, cached=True)
+        return cached, info
+    message = f"Enlarging the {side} px photo to {size} px"
+
+    def poll() -> None:  # a cancellation point while the model works
+        run.progress("stage", 0.2, message)
+
+    upscaler = upscale.portrait_upscaler(deps.settings, poll)
+    poll()
+    reason = None
+    try:
+        portrait = stage_portrait(square, size, upscaler)
+    except upscale.EsrganUnavailable as exc:
+        # The video is still made; the result says what was used instead and why.
+        reason = str(exc)
+        portrait = stage_portrait(square, size, upscale.Lanczos())
+    if portrait.upscaler == upscale.RealEsrgan.name:
         png = io.BytesIO()
         portrait.image.save(png, "PNG")
-        store.put_bytes(portrait_cache_key(digest, size, name), png.getvalue(), "image/png")
-    info = PortraitUpscale(
-        source_pixels=side, upscaler=name, fallback_reason=choice.fallback_reason
-    )
+        store.put_bytes(key, png.getvalue(), "image/png")
+    info = PortraitUpscale(source_pixels=side, upscaler=portrait.upscaler, fallback_reason=reason)
     return portrait.image, info
 
 

