@@ -364,6 +364,7 @@ async def upload_portrait(request: Request) -> JSONResponse:
         raise ApiError(400, "Add the portrait in the `image` field", field="image")
     data = await uploads.read_limited(upload, s.settings.max_upload_bytes, "image")
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
+    await anyio.to_thread.run_sync(uploads.check_face, upload.filename or "portrait", data)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     portrait_id = new_job_id()

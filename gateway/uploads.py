@@ -83,6 +83,26 @@ def check_image(name: str, data: bytes, field: str = "images") -> str:
     return IMAGE_FORMATS[fmt]
 
 
+def check_face(name: str, data: bytes, field: str = "image") -> None:
+    """Raise a 422 naming the photo when no face can be found in it (a portrait must show
+    one: the video is framed on it and its mouth is animated). Blocking: run in a thread."""
+    # Imported here: OpenCV loads only when a portrait is uploaded, not with the gateway.
+    from myspinbot.imaging.decode import Unusable, decode_image
+    from myspinbot.imaging.faces import largest_face
+
+    try:
+        face = largest_face(decode_image(data))
+    except Unusable as exc:
+        raise ApiError(422, f"{name!r} cannot be used: {exc}", field=field) from None
+    if face is None:
+        raise ApiError(
+            422,
+            f"No face can be found in {name!r}; use a photo with the face clearly visible, "
+            "facing the camera.",
+            field=field,
+        )
+
+
 def check_audio(name: str, data: bytes) -> str:
     head = data[:16]
     for content_type, sig in AUDIO_SIGNATURES:

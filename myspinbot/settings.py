@@ -145,7 +145,9 @@ class Settings(BaseSettings):
         "weightfree", description="Talking-head animator: `weightfree` (built in)."
     )
     upscaler: str = Field(
-        "lanczos", description="Upscaler of `options.upscale`: `lanczos` (built in)."
+        "esrgan",
+        description="Portrait upscaler, run once per portrait: `esrgan` (Real-ESRGAN x4plus, "
+        "Lanczos if it cannot load) or `lanczos`. `options.upscale` frames always use Lanczos.",
     )
     video_fps: int = Field(25, ge=1, le=60)
     video_size: int = Field(512, ge=64, le=2048, description="Output video side in pixels.")

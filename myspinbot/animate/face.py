@@ -21,17 +21,14 @@ video must still be made, so a default layout is used - the face box is the cent
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 
 import cv2
-import cv2.data
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from myspinbot.training.dataset import Box, find_faces
+from myspinbot.imaging.faces import Box, cascade, largest_face
 
 # Share of the image the default face box covers when no face is detected.
 FALLBACK_FACE_FRACTION = 0.6
@@ -81,14 +78,6 @@ class FaceLayout:
         return self.mouth.y + self.mouth.height / 2
 
 
-@functools.cache
-def _cascade(filename: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV's {filename} could not be loaded")
-    return cascade
-
-
 def _box_at(cx: float, cy: float, width: float, height: float) -> Box:
     return Box(round(cx - width / 2), round(cy - height / 2), round(width), round(height))
 
@@ -99,7 +88,7 @@ def _fallback_face(width: int, height: int) -> Box:
 
 
 def _detect(
-    gray: npt.NDArray[np.uint8], region: Box, cascade: tuple[str, float, int], min_side: int
+    gray: npt.NDArray[np.uint8], region: Box, features: tuple[str, float, int], min_side: int
 ) -> list[tuple[float, float]]:
     """Centres of a cascade's hits inside `region` of `gray`, in image coordinates."""
     x0, y0 = max(region.x, 0), max(region.y, 0)
@@ -107,8 +96,8 @@ def _detect(
     y1 = min(region.y + region.height, gray.shape[0])
     if x1 - x0 < min_side or y1 - y0 < min_side:
         return []
-    filename, scale_factor, min_neighbors = cascade
-    found = _cascade(filename).detectMultiScale(
+    filename, scale_factor, min_neighbors = features
+    found = cascade(filename).detectMultiScale(
         gray[y0:y1, x0:x1],
         scaleFactor=scale_factor,
         minNeighbors=min_neighbors,
@@ -129,11 +118,9 @@ def _nearest(
 def locate_face(image: Image.Image) -> FaceLayout:
     """The face and its features in `image`; the default layout if no face is found."""
     width, height = image.size
-    faces = find_faces(image)
-    if not faces:
-        face = _fallback_face(width, height)
-        return _geometric_layout(face, detected=False)
-    face = max(faces, key=lambda b: b.width * b.height)
+    face = largest_face(image)
+    if face is None:
+        return _geometric_layout(_fallback_face(width, height), detected=False)
     layout = _geometric_layout(face, detected=True)
     rgb = np.asarray(image.convert("RGB"))
     return _refined(rgb, layout)

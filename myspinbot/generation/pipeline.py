@@ -10,6 +10,7 @@ leaves no partial video in S3. An error names the step it happened in.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import random
@@ -20,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import redis
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.generation.options import GenerateOptions, portrait_key
+from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.runtime.lease import LeaseLost
@@ -63,12 +64,8 @@ class GenerateParams(BaseModel):
     options: GenerateOptions = Field(default_factory=GenerateOptions)
 
 
-@dataclass
-class GenerateDeps:
-    store: ArtifactStore
-    history: JobHistory
-    settings: Settings
-    redis: redis.Redis
+# One deps type for every pipeline; the name stays for the function handlers.
+GenerateDeps = PipelineDeps
 
 
 def output_prefix(job_id: str) -> str:
@@ -100,7 +97,7 @@ class StepError(RuntimeError):
 
 def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     from myspinbot.animate import get_animator
-    from myspinbot.media.upscale import get_upscaler
+    from myspinbot.media.upscale import FRAME_UPSCALER, get_upscaler
     from myspinbot.media.video import VideoEncoder, probe
     from myspinbot.speech import get_engine
 
@@ -128,7 +125,8 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
 
     size = options.size or settings.video_size
     with step("stage"):
-        portrait, used, note, render = _portrait(run, deps, params, profile, size)
+        stage = _portrait(run, deps, params, profile, size)
+    portrait = stage.image
 
     animator = get_animator(settings)
     fps = settings.video_fps
@@ -173,9 +171,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     return {
         "profileId": params.profile_id,
         "mode": params.mode,
-        "portrait": used,
-        **({"portraitNote": note} if note else {}),
-        **({"render": render} if render else {}),
+        **stage.result(),
         "script": script.model_dump(),
         "durationSeconds": round(info.duration_s, 3),
         "fps": fps,
@@ -183,7 +179,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "size": size,
         "speechEngine": settings.tts_engine,
         "animator": animator.name,
-        "upscaler": settings.upscaler if options.upscale else None,
+        "upscaler": FRAME_UPSCALER if options.upscale else None,
         "video": video,
         "artifacts": artifacts,
     }
@@ -225,39 +221,154 @@ def default_portrait(settings: Settings, has_profile: bool = True) -> Literal["r
     return "photo" if placeholder and has_profile else "render"
 
 
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """The stage step's outcome: the portrait at the video size and how it was made."""
+
+    image: Image.Image
+    portrait: Literal["render", "photo", "upload"]
+    note: str | None = None
+    render: dict[str, Any] | None = None
+    upscale: PortraitUpscale | None = None
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "portrait": self.portrait,
+            **({"portraitNote": self.note} if self.note else {}),
+            **({"render": self.render} if self.render else {}),
+            **({"portraitUpscale": self.upscale.model_dump(by_alias=True)} if self.upscale else {}),
+        }
+
+
+class PortraitUpscale(BaseModel):
+    """How a photo portrait reached the video size (in the generate result)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    source_pixels: int = Field(alias="sourcePixels")  # side of the photo's face square
+    upscaler: str | None  # None: the photo had the pixels and was only shrunk
+    cached: bool = False  # the learned upscale was done by an earlier job
+    fallback_reason: str | None = Field(None, alias="fallbackReason")
+
+
 def _portrait(
     run: JobRun,
     deps: GenerateDeps,
     params: GenerateParams,
     profile: ProfileRecord | None,
     size: int,
-) -> tuple[Image.Image, str, str | None, dict[str, Any] | None]:
+) -> Stage:
     chosen = params.options.portrait or default_portrait(deps.settings, profile is not None)
-    note, render = None, None
+    note = None
     if params.options.portrait is None and chosen == "photo":
         note = (
             "The built-in base model renders noise, so the profile's best training photo "
             "was used; set MYSPINBOT_BASE_MODEL to a real SD 1.5 model to render scenes."
         )
+    if chosen == "render":
+        image, render = _render(run, deps, params, profile)
+        run.progress("stage", 1.0, "Portrait ready")
+        return Stage(_square(image, size), chosen, note, render)
     if chosen == "upload":
         run.progress("stage", 0.0, "Loading the uploaded portrait")
-        from myspinbot.training.dataset import Unusable, decode_image
-
         data = deps.store.get_bytes(portrait_key(params.options.portrait_image or ""))
-        try:
-            image = decode_image(data)
-        except Unusable as exc:
-            raise PermanentError(f"The uploaded portrait cannot be used: {exc}") from None
-    elif chosen == "photo":
+        square = _uploaded_square(data, params.options.portrait_image or "")
+    else:
         if profile is None:
             raise PermanentError("Portrait `photo` needs a profile: choose one, or `render`.")
         run.progress("stage", 0.0, "Loading the profile's photo")
-        key = _artifact_key(profile, PORTRAIT_FILE)
-        image = Image.open(io.BytesIO(deps.store.get_bytes(key))).convert("RGB")
-    else:
-        image, render = _render(run, deps, params, profile)
+        data, square, old = _profile_photo(deps.store, profile)
+        if old:
+            note = (
+                f"Profile {profile.name!r} was trained before full-size photos were kept, so "
+                "its small training crop was enlarged; train it again for a sharper portrait."
+            )
+    image, upscale = _staged(run, deps, data, square, size)
     run.progress("stage", 1.0, "Portrait ready")
-    return _square(image, size), chosen, note, render
+    return Stage(image, chosen, note, None, upscale)
+
+
+def _uploaded_square(data: bytes, portrait_id: str) -> Image.Image:
+    """An uploaded portrait's centred square (the person framed it); it must show a face."""
+    from myspinbot.imaging.decode import Unusable, decode_image
+    from myspinbot.imaging.faces import largest_face
+    from myspinbot.imaging.portrait import centre_square
+
+    try:
+        image = decode_image(data)
+    except Unusable as exc:
+        raise PermanentError(f"The uploaded portrait cannot be used: {exc}") from None
+    if largest_face(image) is None:
+        # The gateway refuses these at upload, naming the file; this is for older uploads.
+        raise PermanentError(
+            f"The uploaded portrait {portrait_id!r} shows no face that can be found; "
+            "upload a photo with the face clearly visible, facing the camera."
+        )
+    return centre_square(image)
+
+
+def _profile_photo(store: ArtifactStore, profile: ProfileRecord) -> tuple[bytes, Image.Image, bool]:
+    """The profile's portrait photo: its face-centred master at the photo's resolution.
+    Profiles trained before masters were kept have only the training crop (True)."""
+    photos = profile.metadata.get("photos") or []
+    best = profile.metadata.get("portraitPhoto")
+    entry = next((p for p in photos if p.get("name") == best), photos[0] if photos else None)
+    key = str(entry["key"]) if entry else _artifact_key(profile, PORTRAIT_FILE)
+    data = store.get_bytes(key)
+    try:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    except Exception as exc:
+        raise PermanentError(
+            f"Profile {profile.name!r} has an unreadable portrait photo ({key}): {exc}; "
+            "train it again."
+        ) from None
+    return data, image, entry is None
+
+
+def portrait_cache_key(digest: str, size: int, upscaler: str) -> str:
+    """Where a learned upscale of one photo (by content hash) at one size is kept."""
+    return f"stage-cache/{digest}-{size}-{upscaler}.png"
+
+
+def _staged(
+    run: JobRun, deps: GenerateDeps, data: bytes, square: Image.Image, size: int
+) -> tuple[Image.Image, PortraitUpscale]:
+    """`square` at the video size: shrunk from the photo's own pixels, or enlarged once by
+    the configured upscaler and cached in S3 by the photo's hash and the size."""
+    from myspinbot.imaging.portrait import stage_portrait
+    from myspinbot.media import upscale
+
+    store, side = deps.store, min(square.size)
+    if side >= size:
+        portrait = stage_portrait(square, size, upscale.Lanczos())
+        return portrait.image, PortraitUpscale(source_pixels=side, upscaler=None)
+    digest = hashlib.sha256(data).hexdigest()
+    learned = deps.settings.upscaler.strip().lower() in upscale.NEURAL_UPSCALERS
+    key = portrait_cache_key(digest, size, upscale.RealEsrgan.name)
+    if learned and store.exists(key):
+        cached = Image.open(io.BytesIO(store.get_bytes(key))).convert("RGB")
+        info = PortraitUpscale(source_pixels=side, upscaler=upscale.RealEsrgan.name, cached=True)
+        return cached, info
+    message = f"Enlarging the {side} px photo to {size} px"
+
+    def poll() -> None:  # a cancellation point while the model works
+        run.progress("stage", 0.2, message)
+
+    upscaler = upscale.portrait_upscaler(deps.settings, poll)
+    poll()
+    reason = None
+    try:
+        portrait = stage_portrait(square, size, upscaler)
+    except upscale.EsrganUnavailable as exc:
+        # The video is still made; the result says what was used instead and why.
+        reason = str(exc)
+        portrait = stage_portrait(square, size, upscale.Lanczos())
+    if portrait.upscaler == upscale.RealEsrgan.name:
+        png = io.BytesIO()
+        portrait.image.save(png, "PNG")
+        store.put_bytes(key, png.getvalue(), "image/png")
+    info = PortraitUpscale(source_pixels=side, upscaler=portrait.upscaler, fallback_reason=reason)
+    return portrait.image, info
 
 
 def _render(
@@ -334,10 +445,9 @@ def _artifact_key(profile: ProfileRecord, name: str) -> str:
 
 def _square(image: Image.Image, size: int) -> Image.Image:
     """Centre-crop to a square, then resize to the video size."""
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    return square.resize((size, size), Image.Resampling.LANCZOS)
+    from myspinbot.imaging.portrait import centre_square
+
+    return centre_square(image).resize((size, size), Image.Resampling.LANCZOS)
 
 
 def _upload(

@@ -1,1 +1,2 @@
-"""Text-to-image: exporting a diffusers model for Triton and the diffusion loop around it."""
+"""Pictures: decoding uploads and finding faces (shared by training, the animator, the stage
+step and the gateway), the video's portrait, and text-to-image through Triton."""

@@ -7,100 +7,20 @@ cannot be used are reported by name with a reason the person can act on.
 
 from __future__ import annotations
 
-import functools
-import io
 import math
-import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-import cv2
-import cv2.data
-import numpy as np
-from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import Image
 
 from myspinbot.errors import PermanentError
-
-# Past this many pixels an image is refused before decoding: decoding is where a
-# "decompression bomb" (a small file declaring a huge canvas) exhausts memory. 50 MP is
-# beyond any phone photo and matches the gateway's limit.
-MAX_IMAGE_PIXELS = 50_000_000
-
-# Face detection runs on a copy at most this large: the cascade's cost grows with the
-# pixel count and a face in a portrait is far larger than the detector's 24 px window.
-DETECT_MAX_SIDE = 1024
-
-# Cascades tried in order, as (file, scaleFactor, minNeighbors). Tuned on variants of a
-# portrait (crops, scales 160-1400 px, flips, brightness, +-15 degree tilts, JPEG q20)
-# against the non-face images in scikit-image (textures, animals, objects):
-# - alt2 is the more precise cascade: at 1.1/5 it found the face in every variant but
-#   the 15 degree tilts and fired on none of the non-faces;
-# - default, the fallback, is more tolerant of tilt but fires on a sideways cat photo
-#   and on cell textures at minNeighbors <= 8; at 10 it still finds the tilted faces and
-#   its only remaining hits are the heads on ancient coins (faces, after all).
-# No histogram equalisation: it added false positives on dark textures (a moon surface)
-# and gained nothing on dim or low-contrast portraits.
-CASCADES: tuple[tuple[str, float, int], ...] = (
-    ("haarcascade_frontalface_alt2.xml", 1.1, 5),
-    ("haarcascade_frontalface_default.xml", 1.1, 10),
-)
-# A face smaller than this share of the short side is background, not the subject, and
-# too small to train on; small windows are also where cascades hallucinate faces.
-MIN_FACE_FRACTION = 0.08
-MIN_FACE_PX = 24
-
-# Crop geometry. A Haar box spans eyebrows to mouth, about the face's width. The crop is
-# CROP_SCALE times the box, so the face fills ~45% of its side - the framing portrait
-# LoRA trainers use: head, hair, neck and the top of the shoulders. The crop centre sits
-# CROP_SHIFT_UP box-heights above the box centre, because hair rises further above the
-# box than the chin falls below it.
-CROP_SCALE = 2.2
-CROP_SHIFT_UP = 0.1
-
-# Other formats people upload, recognised by their first bytes so the reason can say
-# what the file is rather than "not an image" (HEIC is the iPhone default).
-OTHER_FORMATS: tuple[tuple[bytes, int, str], ...] = (
-    (b"GIF8", 0, "GIF"),
-    (b"BM", 0, "BMP"),
-    (b"II*\x00", 0, "TIFF"),
-    (b"MM\x00*", 0, "TIFF"),
-    (b"ftypheic", 4, "HEIC"),
-    (b"ftypheix", 4, "HEIC"),
-    (b"ftypmif1", 4, "HEIF"),
-    (b"ftypavif", 4, "AVIF"),
-)
-
-_PLUGINS: tuple[type[ImageFile.ImageFile], ...] = (
-    JpegImagePlugin.JpegImageFile,
-    PngImagePlugin.PngImageFile,
-    WebPImagePlugin.WebPImageFile,
-)
-
-
-def _looks_supported(data: bytes) -> bool:
-    """Whether the file starts like a JPEG, PNG or WebP (whatever follows)."""
-    return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
-        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-    )
+from myspinbot.imaging.decode import Unusable, decode_image
+from myspinbot.imaging.faces import MIN_FACE_PX, Box, crop_around, find_faces
+from myspinbot.imaging.portrait import Master, cut_master
 
 
 class DatasetError(PermanentError):
     """Too few of the uploaded photos can be used; the message says which and why."""
-
-
-class Box(NamedTuple):
-    """A rectangle in pixels: left, top, width, height."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return self.x + self.width / 2, self.y + self.height / 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +33,7 @@ class PreparedImage:
     face_size: int  # the face box's side in original pixels
     faces: int  # faces detected; more than one means the largest was taken
     score: float  # suitability as a portrait, 0-1: see _portrait_score
+    master: Master  # the same square at the photo's own resolution: the video's portrait
 
 
 @dataclass
@@ -125,10 +46,6 @@ class PreparedDataset:
         if not self.images:
             raise DatasetError("no usable photo to take a portrait from")
         return max(self.images, key=lambda im: (im.score, im.face_size))
-
-
-class Unusable(Exception):
-    """One photo cannot be used; str() is the reason shown next to its name."""
 
 
 def prepare_dataset(
@@ -189,6 +106,7 @@ def prepare_image(name: str, data: bytes, *, resolution: int, caption: str) -> P
         face_size=face.width,
         faces=len(faces),
         score=_portrait_score(face, crop, image.size, resolution),
+        master=cut_master(image, face),
     )
 
 
@@ -205,107 +123,6 @@ def caption_for(name: str, trigger_token: str, captions: Mapping[str, str] | Non
     if trigger_token in user.split():
         return user
     return f"{default}, {user}"
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Bytes of a JPEG/PNG/WebP -> an upright RGB image, or Unusable with the reason."""
-    image = _open_header(data)
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise Unusable(
-            f"{width}x{height} is too large to decode safely "
-            f"(the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
-        )
-    with warnings.catch_warnings():
-        # Pillow only warns below its own (higher) bomb limit; here that is a refusal.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise Unusable(f"{width}x{height} is too large to decode safely") from None
-        except Exception:
-            # Decoders fail in many ways (OSError, ValueError, SyntaxError, EOFError...);
-            # for the person who uploaded the file they all mean the same thing.
-            raise Unusable("the image data is corrupt or truncated") from None
-    return _to_rgb(_upright(image))
-
-
-def _open_header(data: bytes) -> Image.Image:
-    # The format classes are used directly rather than Image.open: Image.open refuses
-    # huge images itself, before their size can be read for the message, and would try
-    # every format Pillow knows, widening what a hostile file can reach.
-    for plugin in _PLUGINS:
-        try:
-            return plugin(io.BytesIO(data))
-        except (SyntaxError, OSError, ValueError, EOFError):
-            continue
-    if _looks_supported(data):
-        raise Unusable("the image data is corrupt or truncated")
-    for magic, offset, fmt in OTHER_FORMATS:
-        if data[offset : offset + len(magic)] == magic:
-            raise Unusable(f"a {fmt} image; use JPEG, PNG or WebP")
-    raise Unusable("not an image (JPEG, PNG or WebP expected)")
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        # Broken EXIF is common from some editors; an unrotated photo beats a refusal.
-        return image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # Transparent areas go white, as a viewer shows them; convert("RGB") would
-        # expose whatever colour the encoder left under them (often black).
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode.startswith("I"):
-        # 16-bit greyscale PNG: convert() would clip at 255 and turn the photo white.
-        wide = np.asarray(image, dtype=np.uint32)
-        return Image.fromarray((wide >> 8).clip(0, 255).astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
-
-
-@functools.cache
-def _cascade(filename: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV's {filename} could not be loaded")
-    return cascade
-
-
-def find_faces(image: Image.Image) -> list[Box]:
-    """Faces in an RGB image, in its pixel coordinates; the first cascade that finds any."""
-    gray = np.asarray(image.convert("L"))
-    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
-    if scale < 1.0:
-        size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    min_side = max(MIN_FACE_PX, round(MIN_FACE_FRACTION * min(gray.shape)))
-    for filename, scale_factor, min_neighbors in CASCADES:
-        found = _cascade(filename).detectMultiScale(
-            gray,
-            scaleFactor=scale_factor,
-            minNeighbors=min_neighbors,
-            minSize=(min_side, min_side),
-        )
-        if len(found):
-            return [Box(*(round(int(v) / scale) for v in rect)) for rect in found]
-    return []
-
-
-def crop_around(face: Box, width: int, height: int) -> Box:
-    """The square crop for `face`, moved (and if need be shrunk) to lie inside the image."""
-    side = min(round(face.width * CROP_SCALE), width, height)
-    cx, cy = face.center
-    cy -= CROP_SHIFT_UP * face.height
-    left = min(max(round(cx - side / 2), 0), width - side)
-    top = min(max(round(cy - side / 2), 0), height - side)
-    return Box(left, top, side, side)
 
 
 def _portrait_score(face: Box, crop: Box, size: tuple[int, int], resolution: int) -> float:
@@ -346,3 +163,16 @@ def _explain(dataset: PreparedDataset, *, total: int, min_images: int) -> str:
     else:
         head = f"only {usable} of the {total} uploaded photos can be used"
     return f"{head} (at least {min_images} {photos} with a clear face needed): {reasons}"
+
+
+# Box and Unusable appear in this module's results and errors; they live in imaging/.
+__all__ = [
+    "Box",
+    "DatasetError",
+    "PreparedDataset",
+    "PreparedImage",
+    "Unusable",
+    "caption_for",
+    "prepare_dataset",
+    "prepare_image",
+]

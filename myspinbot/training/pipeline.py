@@ -9,6 +9,7 @@ profile and no checkpoints behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import socket
@@ -16,21 +17,24 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from myspinbot import keys
-from myspinbot.db import JobHistory, ProfileRecord
+from myspinbot.db import ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
+from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.storage.links import signed_artifact
+
+if TYPE_CHECKING:
+    from myspinbot.training.dataset import PreparedDataset
 
 STEPS = [
     Step("prepare", 8, title="Preparing photos"),
@@ -57,12 +61,8 @@ class TrainParams(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainDeps:
-    store: ArtifactStore
-    history: JobHistory
-    settings: Settings
-    redis: redis.Redis
+# One deps type for every pipeline; the name stays for the function handlers.
+TrainDeps = PipelineDeps
 
 
 def profile_prefix(profile_id: str) -> str:
@@ -268,7 +268,7 @@ def _export(
     model: Any,
     params: TrainParams,
     token: str,
-    dataset: Any,
+    dataset: PreparedDataset,
     voice: dict[str, Any] | None,
     profile_id: str,
     store: ArtifactStore,
@@ -297,6 +297,7 @@ def _export(
         ):
             size = store.put_file(prefix + path.name, path, "application/octet-stream")
             artifacts.append({"name": path.name, "key": prefix + path.name, "size": size})
+    meta["photos"], meta["portraitPhoto"] = save_photo_masters(dataset, prefix, store)
     portrait = io.BytesIO()
     dataset.best_portrait().image.save(portrait, "PNG")
     for name, data, ctype in (
@@ -309,6 +310,33 @@ def _export(
         for name in ("voice/reference.wav", "voice/profile.json"):
             artifacts.append({"name": name, "key": prefix + name, "size": None})
     return artifacts, meta
+
+
+def save_photo_masters(
+    dataset: PreparedDataset, prefix: str, store: ArtifactStore
+) -> tuple[list[dict[str, Any]], str]:
+    """Store every usable photo's face-centred master beside the LoRA: the video's
+    portrait is cut from it at the video size, not from the (tiny) training crop.
+    Returns the metadata entries and the name of the photo best used as the portrait."""
+    photos = []
+    for i, prepared in enumerate(dataset.images):
+        master = prepared.master
+        png = io.BytesIO()
+        master.image.save(png, "PNG")
+        data = png.getvalue()
+        key = f"{prefix}photos/{i:03d}.png"  # uploads' names may hold anything
+        store.put_bytes(key, data, "image/png")
+        photos.append(
+            {
+                "name": prepared.name,
+                "key": key,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": master.image.width,
+                "sourceSize": master.source_side,
+                "face": list(master.face),
+            }
+        )
+    return photos, dataset.best_portrait().name
 
 
 def _downsample(values: list[float], points: int) -> list[float]:

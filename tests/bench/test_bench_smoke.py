@@ -42,6 +42,7 @@ def test_every_script_has_a_smoke_run() -> None:
         "baseline_arq.py",
         "baseline_celery.py",
         "job_stages.py",
+        "portrait_upscale.py",
         "redis_fsync.py",
         "talking_head.py",
         "train_lora.py",
@@ -111,3 +112,8 @@ def test_triton_txt2img() -> None:
     )
     assert "Text to image" in out
     assert "A new profile's LoRA online" in out
+
+
+def test_portrait_upscale() -> None:
+    out = run_bench("portrait_upscale.py", "--source", "32", "--size", "64", "--repeat", "1")
+    assert "| lanczos (baseline) |" in out and "| realesrgan-x4plus |" in out

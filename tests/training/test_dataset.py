@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from skimage import data as skdata
 
+from myspinbot.imaging.faces import largest_face
 from myspinbot.training.dataset import (
     Box,
     DatasetError,
@@ -147,6 +148,31 @@ def test_crop_frames_the_face(portraits: PreparedDataset) -> None:
         assert crop.y <= face.y and face.y + face.height <= crop.y + crop.height, im.name
         # Face about 40-60% of the crop, unless the photo itself is too tight for that.
         assert 0.4 <= face.width / crop.width <= 0.6 or crop.width == 210, im.name
+
+
+def test_masters_keep_the_photos_own_pixels(portraits: PreparedDataset) -> None:
+    """The video's portrait is cut from the master: the crop's square at the photo's own
+    resolution, not the training crop's."""
+    for im in portraits.images:
+        master, crop = im.master, im.crop_box
+        assert master.image.size == (crop.width, crop.width) == (master.source_side,) * 2
+        fx, fy = im.face_box.x - crop.x, im.face_box.y - crop.y
+        assert master.face == Box(fx, fy, im.face_box.width, im.face_box.height), im.name
+    original = next(im for im in portraits.images if im.name == "original.png")
+    x, y, w, h = original.crop_box
+    expected = np.asarray(ASTRONAUT.crop((x, y, x + w, y + h)))
+    assert np.array_equal(np.asarray(original.master.image), expected)
+
+
+def test_a_huge_photo_gives_a_1024_px_master_around_the_face() -> None:
+    huge = encode(ASTRONAUT.resize((3000, 3000), Image.Resampling.LANCZOS), "JPEG", quality=90)
+    (im,) = prepare({"huge.jpg": huge}).images
+    master = im.master
+    assert master.image.size == (1024, 1024) and master.source_side == im.crop_box.width > 1024
+    found = largest_face(master.image)
+    assert found is not None
+    (cx, cy), (ex, ey) = found.center, master.face.center
+    assert abs(cx - ex) < 0.1 * found.width and abs(cy - ey) < 0.1 * found.width
 
 
 def test_crop_is_resized_from_the_photo_not_stretched() -> None:
