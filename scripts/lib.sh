@@ -40,6 +40,8 @@ ensure_venv() {
     say "installing MySpinBot${extras:+ [$extras]} (first run takes a minute)"
     python -m pip install -q --upgrade pip
     python -m pip install -q -e ".${extras:+[$extras]}"
+    # Face-mesh model files only (myspinbot/animate/landmarks.py): its deps would replace OpenCV.
+    python -m pip install -q --no-deps "mediapipe==0.10.21"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
