@@ -22,6 +22,7 @@ import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -170,7 +171,7 @@ def model_dir() -> Path:
     )
 
 
-def _sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+def _sigmoid(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     # tanh form: no overflow for the large negative logits of empty anchors.
     return np.asarray(0.5 * (1.0 + np.tanh(logits.astype(np.float64) / 2.0)))
 
