@@ -31,7 +31,7 @@ Image = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float64]
 
 # The widest speaking gap between the lips ("ah"), as a share of the mouth's width.
-MAX_GAP = 0.42
+MAX_GAP = 0.5
 # How a change of the gap is shared between the lips: opening drops the jaw and the lower
 # lip (the upper lip lifts a little); closing moves both lips towards each other.
 UPPER_SHARE_OPEN = 0.2
@@ -276,9 +276,12 @@ class MouthRig:
         chin_move = follow * lower_centre * c.jaw
 
         # Knots per column: target y (output) and source y (portrait), top to bottom. Where
-        # the lips close, they press: the knots sample from a little outside the opening.
+        # lips that were apart in the photo close, they press: the knots sample from a
+        # little outside the opening, so no teeth edge peeks through. Lips already closed
+        # in the photo keep their own seam.
         pressed = np.clip(1.0 - gap / max(PRESS * self.mouth_width, 0.5), 0.0, 1.0)
-        press = speak * pressed * PRESS * self.mouth_width * (natural > 0.5)
+        apart = _smoothstep(natural / max(PRESS * self.mouth_width * 2, 1.0))
+        press = speak * pressed * PRESS * self.mouth_width * apart
         source = np.stack(
             [
                 c.top,
