@@ -85,12 +85,12 @@ VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW"
 # they rule their own span, but fall off fast outside it, or a "p" would pinch the vowels
 # around it; lip rounding is anticipated early (people round for "oo" well before it);
 # weak consonants barely have a shape of their own and take their neighbours'.
-DOMINANCE_CLOSED = (40.0, 2.0, 0.025)
+DOMINANCE_CLOSED = (80.0, 2.0, 0.025)
 DOMINANCE_TUCK = (12.0, 1.5, 0.03)
 DOMINANCE_VOWEL = (2.0, 2.0, 0.045)
 DOMINANCE_ROUND = (3.0, 3.0, 0.06)
 DOMINANCE_WEAK = (0.6, 0.6, 0.04)
-DOMINANCE_SILENCE = (1.5, 1.5, 0.06)
+DOMINANCE_SILENCE = (1.5, 1.5, 0.05)
 # The lips close this long before a bilabial's aligned start (anticipation).
 CLOSURE_LEAD_S = 0.03
 # A pause shorter than this is not a rest: the mouth stays in the speaking posture.

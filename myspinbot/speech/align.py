@@ -40,6 +40,8 @@ NON_SPEECH = re.compile(r"^(SIL|\+.*\+|<.*>)$")
 VOWELS = {
     "AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW",
 }  # fmt: skip
+# Audio quieter than this overall (about -55 dBFS) holds no speech to align.
+SILENT_RMS = 0.002
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -75,6 +77,10 @@ def align(samples: npt.NDArray[np.float32], sample_rate: int, transcript: str) -
         (known if decoder.lookup_word(word) is not None else skipped).append(word)
     if not known:
         raise AlignmentFailed("none of the narration's words is in the dictionary")
+    level = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    if level < SILENT_RMS:
+        # The search would happily spread the words over silence.
+        raise AlignmentFailed("the audio is silent")
     pad = round(PAD_S * ALIGN_RATE)
     audio = resample(np.asarray(samples, dtype=np.float64), sample_rate, ALIGN_RATE)
     audio = np.concatenate([np.zeros(pad), audio, np.zeros(pad)])
@@ -123,9 +129,9 @@ def _decode(decoder: object, pcm: bytes) -> None:
 
 def _span(start: int, end: int, offset: float, duration: float) -> tuple[float, float]:
     """Frames of the padded audio -> seconds of the original, clipped to it."""
-    a = min(max(start / FRAMES_PER_S - offset, 0.0), duration)
-    b = min(max(end / FRAMES_PER_S - offset, 0.0), duration)
-    return round(a, 3), round(b, 3)
+    a = min(round(max(start / FRAMES_PER_S - offset, 0.0), 3), duration)
+    b = min(round(max(end / FRAMES_PER_S - offset, 0.0), 3), duration)
+    return a, b
 
 
 def _word(name: str) -> str:
