@@ -26,10 +26,12 @@ from myspinbot.speech.models import PhonemeTiming, WordTiming
 
 ALIGN_RATE = 16_000  # the acoustic model's sample rate
 FRAMES_PER_S = 100  # pocketsphinx's feature frame rate
-# Beams: equal word and state beams, wider than the recogniser's defaults. Synthetic
-# voices sit far from the acoustic model's training speakers; with the stock (unequal)
-# beams the search prunes the right path and reports no alignment (pocketsphinx #464).
-BEAM = 1e-80
+# Beams: equal word and state beams, far wider than the recogniser's defaults, and no cap
+# on active HMMs. Synthetic voices (espeak's formant voice above all) sit far from the
+# acoustic model's training speakers; with the stock (unequal) beams the search prunes
+# the right path and reports no alignment (pocketsphinx #464). A linear grammar keeps
+# the search small even so.
+BEAM = 1e-200
 # Silence padded around the audio: the grammar starts and ends in silence, and TTS
 # output trimmed to the first sample otherwise starts mid-phone.
 PAD_S = 0.2
@@ -70,7 +72,16 @@ def align(samples: npt.NDArray[np.float32], sample_rate: int, transcript: str) -
     """Phoneme and word timings of `transcript` spoken in `samples` (mono, [-1, 1])."""
     from pocketsphinx import Decoder
 
-    decoder = Decoder(lm=None, loglevel="FATAL", bestpath=False, beam=BEAM, wbeam=BEAM, pbeam=BEAM)
+    decoder = Decoder(
+        lm=None,
+        loglevel="FATAL",
+        bestpath=False,
+        beam=BEAM,
+        wbeam=BEAM,
+        pbeam=BEAM,
+        maxhmmpf=-1,
+        maxwpf=-1,
+    )
     known: list[str] = []
     skipped: list[str] = []
     for word in transcript_words(transcript):
