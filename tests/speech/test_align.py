@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,16 @@ def test_silence_cannot_be_aligned_to_words() -> None:
 def test_a_transcript_of_unknown_words_cannot_be_aligned() -> None:
     with pytest.raises(AlignmentFailed, match="dictionary"):
         align(np.zeros(16_000, np.float32), 16_000, "zorblax quux")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_espeaks_formant_voice_aligns_too() -> None:
+    """espeak-ng is furthest from the acoustic model's speakers; it still aligns."""
+    from myspinbot.settings import Settings
+    from myspinbot.speech import get_engine
+
+    speech = get_engine(Settings(tts_engine="espeak")).synthesize(TEXT, None)
+    result = align(speech.samples, speech.sample_rate, TEXT)
+    assert [w.word for w in result.words] == transcript_words(TEXT)
+    phones = [p.phone for p in result.phonemes if p.phone != "SIL"]
+    assert phones[:4] == ["P", "IY", "T", "ER"] and phones[-3:] == ["M", "AE", "P"]
