@@ -151,6 +151,16 @@ def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _interp_columns(rows: Floats, target: Floats, source: Floats) -> npt.NDArray[np.float32]:
+    """np.interp(rows, target[i], source[i]) for every column i (knots non-decreasing
+    along axis 1). A plain loop: np.interp per column beats broadcasting the few knots
+    over the whole region here."""
+    out = np.empty((len(rows), target.shape[0]), dtype=np.float32)
+    for i in range(target.shape[0]):
+        out[:, i] = np.interp(rows, target[i], source[i])
+    return out
+
+
 def _smoothstep(t: Floats) -> Floats:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -215,11 +225,24 @@ class MouthRig:
             np.arange(x0, x1, dtype=np.float32), np.arange(top, bottom, dtype=np.float32)
         )
         self._rows = np.arange(top, bottom, dtype=np.float64)
+        self._corner_field = self._corners_field(upper_outer, lower_outer)
         region = portrait[top:bottom, x0:x1]
         self.cavity, self.tongue = self._cavity_colours(landmarks)
         self.teeth = self._teeth_colour(region)
-        self._lip_band = (float(upper_outer.min()), float(lower_outer.max()))
         self.natural_gap = float(np.max(lower_inner - upper_inner, initial=0.0))
+
+    def _corners_field(self, upper_outer: Floats, lower_outer: Floats) -> npt.NDArray[np.float32]:
+        """How far each pixel moves per unit of corner shift: fully at the corners, none
+        at the centre line, fading out beyond the corners and above/below the lips."""
+        half = self.mouth_width / 2
+        gx, gy = self._gx.astype(np.float64), self._gy.astype(np.float64)
+        rel = (gx - self.cx) / half
+        along = np.clip(np.abs(rel), 0.0, 1.0) * np.sign(rel)
+        beyond = 1.0 - _smoothstep((np.abs(rel) - 1.0) / (2 * LATERAL_FADE))
+        band_top, band_bottom = float(upper_outer.min()), float(lower_outer.max())
+        fade_h = VERTICAL_FADE * self.mouth_width
+        vertical = 1.0 - _smoothstep(np.maximum(band_top - gy, gy - band_bottom) / fade_h)
+        return np.asarray(along * beyond * vertical, dtype=np.float32)
 
     def _cavity_colours(self, landmarks: FaceLandmarks) -> tuple[Floats, Floats]:
         outline = np.concatenate([landmarks.lips_outer_upper, landmarks.lips_outer_lower[::-1]])
@@ -319,25 +342,13 @@ class MouthRig:
         ends = np.array([rows[0] - 1.0, rows[-1] + 1.0])
         source = np.concatenate([np.full((w, 1), ends[0]), source, np.full((w, 1), ends[1])], 1)
         target = np.concatenate([np.full((w, 1), ends[0]), target, np.full((w, 1), ends[1])], 1)
-        map_y = np.empty((h, w), dtype=np.float32)
-        for i in range(w):
-            map_y[:, i] = np.interp(rows, target[i], source[i])
+        map_y = _interp_columns(rows, target, source)
 
         # Corners: out for a spread mouth, in for a rounded one (backward map: sample
         # from where the moved pixel came from).
         shift = pose.width * speak * CORNER_SHIFT * self.mouth_width
         if abs(shift) > 0.05:
-            half = self.mouth_width / 2
-            gx, gy = self._gx, self._gy
-            rel = (gx - self.cx) / half
-            along = np.clip(np.abs(rel), 0.0, 1.0) * np.sign(rel)
-            beyond = 1.0 - _smoothstep((np.abs(rel) - 1.0) / (2 * LATERAL_FADE))
-            band_top, band_bottom = self._lip_band
-            fade_h = VERTICAL_FADE * self.mouth_width
-            vertical = 1.0 - _smoothstep(
-                (np.maximum(band_top - gy, gy - band_bottom) / fade_h).astype(np.float64)
-            )
-            map_x = (gx - shift * along * beyond * vertical).astype(np.float32)
+            map_x = (self._gx - np.float32(shift) * self._corner_field).astype(np.float32)
         else:
             map_x = self._gx
         region = np.asarray(
