@@ -132,7 +132,8 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
             assert script is not None
             run.progress("speech", 0.0, "Synthesizing speech")
             speech = get_engine(settings).synthesize(script.narration, voice)
-        run.progress("speech", 0.6, f"{speech.duration_s:.1f} s of speech; aligning the words")
+        if script is not None and not speech.phonemes:
+            run.progress("speech", 0.6, "Aligning the words to the speech (lip shapes)")
         speech, lip_note = _aligned(speech, script.narration if script else None)
         run.progress("speech", 1.0, f"{speech.duration_s:.1f} s of speech")
 
