@@ -61,7 +61,7 @@ TUCK_LIFT = 0.35
 CAVITY_DARKEN = 0.32
 LIP_SHADOW = 0.75
 SHADE_GAP = 0.07
-TEETH_DEPTH = 0.085
+TEETH_DEPTH = 0.11
 TEETH_SHARE = 0.45
 TONGUE_SHARE = 0.35
 DEFAULT_TEETH = np.array([222.0, 214.0, 200.0])
@@ -161,6 +161,11 @@ def _interp_columns(rows: Floats, target: Floats, source: Floats) -> npt.NDArray
     return out
 
 
+def _smooth_columns(values: Floats) -> Floats:
+    smoothed = cv2.GaussianBlur(values.reshape(-1, 1), (1, 0), sigmaX=0, sigmaY=MOVE_SMOOTHING)
+    return np.asarray(smoothed, dtype=np.float64).ravel()
+
+
 def _smoothstep(t: Floats) -> Floats:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -205,6 +210,10 @@ class MouthRig:
         upper_inner, lower_inner = _image_openings(
             portrait, xs, upper_outer, lower_outer, upper_inner, lower_inner
         )
+        # The pixel refinement is per column; smooth it across columns so the moved lip
+        # edges do not show a comb of one-pixel steps.
+        upper_inner = _smooth_columns(upper_inner)
+        lower_inner = np.maximum(_smooth_columns(lower_inner), upper_inner)
         chin = np.maximum(_polyline_at(lower_jaw, xs), lower_outer + 2.0)
         jaw_half = max((jaw_right - jaw_left) / 2, 1.0)
         jaw_cx = (jaw_left + jaw_right) / 2
