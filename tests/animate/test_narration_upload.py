@@ -11,6 +11,9 @@ not know or care which voice it is.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from tests.animate.lipsync_support import (
     wav_bytes,
 )
 from tests.functions.test_train_function import follow
-from tests.support import FUNCTIONS, RunningPlatform
+from tests.support import FUNCTIONS, ROOT, RunningPlatform
 
 pytestmark = needs_flite
 MAX_SECONDS = 20
@@ -134,16 +137,25 @@ def test_an_uploaded_recording_narrates_a_lip_synced_video(
 
 
 def test_without_a_transcript_the_mouth_follows_loudness(
-    platform: RunningPlatform, portrait_id: str
+    platform: RunningPlatform, tmp_path: Path
 ) -> None:
+    """Through the CLI: `myspinbot generate --narration-audio FILE --portrait FILE`."""
     ogg, _, _ = recording("Hello. This recording has no transcript.")
-    narration_id = upload(platform, "hello.ogg", ogg).json()["narrationId"]
-    options = {"portraitImage": portrait_id, "narrationAudio": narration_id}
-    job_id = generate(platform, options=options)
-    final = platform.wait_state(job_id, {"completed", "failed"}, timeout=300)
+    audio, photo = tmp_path / "hello.ogg", tmp_path / "me.png"
+    audio.write_bytes(ogg)
+    prepared(smiling_photo()).save(photo)
+    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    args = ["generate", "--narration-audio", str(audio), "--portrait", str(photo)]
+    out = subprocess.run(
+        [sys.executable, "-m", "myspinbot", *args], env=env, capture_output=True, text=True,
+        timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    job_id = next(j["jobId"] for j in platform.get("/api/jobs").json()["jobs"])
+    final = platform.status(job_id)
     assert final["state"] == "completed", final
     result = final["result"]
-    assert result["script"] is None
+    assert result["script"] is None and result["speechEngine"] == "recording"
     assert result["lipSync"]["mode"] == "loudness"
     assert "No transcript" in result["lipSync"]["note"]
     assert "script.json" not in {a["name"] for a in result["artifacts"]}
