@@ -122,8 +122,8 @@ class LandmarkAnimator:
             self.last_mode = "loudness"
         self.last_poses = poses
         closures = blink_closures(frames, fps, self.seed)
-        activity = np.where(poses.rest < 0.5, np.maximum(loudness, 0.05), 0.0).astype(np.float32)
-        dx, dy = head_offsets(activity, fps, layout.face.height, self.seed)
+        # The head moves while the person talks and settles in pauses (motion.py).
+        dx, dy = head_offsets(loudness, fps, layout.face.height, self.seed)
         rig = MouthRig(still, landmarks)
         eyes = [eye_patches(still, eye) for eye in layout.eyes]
         head = HeadMotion(still.shape, layout)

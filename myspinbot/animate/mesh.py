@@ -12,7 +12,8 @@ with a mouth interior drawn along the moved inner contour: a dark cavity, the up
 teeth's edge just below the upper lip (their colour taken from the photo's own teeth
 where it shows them), and a hint of tongue low in a wide gap.
 
-The rest pose renders the portrait exactly, so silence shows the person's own mouth.
+A pose with `rest` = 1 renders the portrait exactly; the idle mouth of silence is the
+lips together (visemes.py), which on a closed-mouth photo is the photo itself.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Each ARPAbet phoneme has a target mouth shape (a viseme): lips pressed for P B M, lower
 lip to the upper teeth for F V, rounded for UW OW W, spread for IY EH, open for AA AE
-AH, the portrait's own mouth in silence. Real mouths do not jump between targets
-(co-articulation), so the pose at a moment is a blend of the nearby targets, each
+AH, Rhubarb's idle mouth (lips together, relaxed) in silence. Real mouths do not jump
+between targets (co-articulation), so the pose at a moment is a blend of the nearby
+targets, each
 weighted by its *dominance*: 1 inside its phoneme's span, falling off exponentially
 outside. Phonemes whose shape is visible and obligatory (the lip closure of a p, the
 tuck of an f) dominate strongly, so they are reached even when short; weak consonants
@@ -45,7 +46,10 @@ class Viseme:
 
 REST = Viseme(0.0, rest=1.0)
 CLOSED = Viseme(0.0)
-PAUSE = Viseme(0.0)  # lips together between phrases (not pressed: a separate object)
+# Rhubarb's X, the idle mouth of pauses and silence: lips together, relaxed (a separate
+# object from CLOSED, so it does not get a closure's dominance). On a photo that smiles
+# with teeth showing, the lips close over them, as a person's do between sentences.
+IDLE = Viseme(0.0)
 # Targets per phoneme (Rhubarb's shapes: A = closed, B = clenched/slightly open, C = open,
 # D = wide open, E = slightly rounded, F = puckered, G = f/v, H = l, X = rest).
 SHAPES: dict[str, Viseme] = {
@@ -71,7 +75,7 @@ SHAPES: dict[str, Viseme] = {
     "D": Viseme(0.2, 0.2), "N": Viseme(0.2, 0.2), "TH": Viseme(0.2, 0.2),
     "DH": Viseme(0.2, 0.2), "K": Viseme(0.3, 0.1), "G": Viseme(0.3, 0.1),
     "NG": Viseme(0.3, 0.1), "HH": Viseme(0.4, 0.0),
-    "SIL": REST,
+    "SIL": IDLE,
 }  # fmt: skip
 # Diphthongs: (first shape, second shape).
 DIPHTHONGS = {
@@ -93,11 +97,8 @@ DOMINANCE_WEAK = (0.6, 0.6, 0.04)
 DOMINANCE_SILENCE = (1.5, 1.5, 0.05)
 # The lips close this long before a bilabial's aligned start (anticipation).
 CLOSURE_LEAD_S = 0.03
-# A pause shorter than this is not a rest: the mouth stays in the speaking posture.
+# A pause shorter than this is no pause for the mouth: the neighbours' shapes carry over.
 MIN_REST_S = 0.15
-# A pause inside the narration shorter than this keeps the lips together; a longer one
-# returns to the portrait's own mouth.
-REST_RETURN_S = 1.0
 # Vowel opening = shape x (ENERGY_FLOOR + (1 - ENERGY_FLOOR) x loudness).
 ENERGY_FLOOR = 0.35
 # Sub-samples per video frame: a frame shows the mean pose over its span, so a 50 ms
@@ -147,20 +148,13 @@ def targets(phonemes: Sequence[Any]) -> list[_Target]:
     """Shape targets over time from phoneme timings (objects with .phone, .start_s,
     .end_s); unknown phones are treated as weak consonants."""
     out: list[_Target] = []
-    spoken = [i for i, p in enumerate(phonemes) if str(p.phone).upper() != "SIL"]
-    opening_i, closing_i = (spoken[0], spoken[-1]) if spoken else (0, -1)
-    for i, p in enumerate(phonemes):
+    for p in phonemes:
         phone = str(p.phone).upper().rstrip("012")
         start, end = float(p.start_s), float(p.end_s)
         if end <= start:
             continue
         if phone == "SIL" and end - start < MIN_REST_S:
             continue  # a breath between words: the neighbours' shapes carry over
-        if phone == "SIL" and opening_i < i < closing_i and end - start < REST_RETURN_S:
-            # A pause between phrases: the lips come together, relaxed; the portrait's
-            # own expression (a smile with teeth, say) returns only in longer silences.
-            out.append(_Target(start, end, PAUSE, DOMINANCE_SILENCE, False))
-            continue
         if phone in DIPHTHONGS:
             first, second = DIPHTHONGS[phone]
             mid = start + 0.45 * (end - start)
@@ -183,8 +177,7 @@ def poses_from_phonemes(
     times = (np.arange(frames * SUBSAMPLES, dtype=np.float64) + 0.5) / (fps * SUBSAMPLES)
     found = targets(phonemes)
     fields = np.zeros((4, len(times)))
-    if not found:
-        fields[3] = 1.0
+    if not found:  # nothing spoken: the idle mouth throughout
         return _per_frame(fields, frames)
     total = np.zeros(len(times))
     for t in found:
@@ -200,22 +193,20 @@ def poses_from_phonemes(
         fields[2] += weight * t.shape.tuck
         fields[3] += weight * t.shape.rest
         total += weight
-    # Before the first and after the last phoneme: rest.
+    # Before the first and after the last phoneme: the idle mouth (all fields 0).
     _, edge, falloff = DOMINANCE_SILENCE
-    rest_weight = edge * np.exp(-_outside(times, found) / falloff)
-    rest_weight[_within(times, found)] = 0.0
-    fields[3] += rest_weight
-    total += rest_weight
+    idle_weight = edge * np.exp(-_outside(times, found) / falloff)
+    idle_weight[_within(times, found)] = 0.0
+    total += idle_weight
     fields /= np.maximum(total, 1e-9)
     return _per_frame(fields, frames)
 
 
 def poses_from_loudness(openings: FloatArray) -> Poses:
-    """No phonemes: the mouth opens with loudness and rests when there is none."""
+    """No phonemes: the mouth opens with loudness; in silence, the idle mouth."""
     opening = np.asarray(openings, dtype=np.float32)
-    rest = (opening <= 0).astype(np.float32)
     zeros = np.zeros_like(opening)
-    return Poses(open=opening * 0.8, width=zeros, tuck=zeros.copy(), rest=rest)
+    return Poses(open=opening * 0.8, width=zeros, tuck=zeros.copy(), rest=zeros.copy())
 
 
 def _outside(times: npt.NDArray[np.float64], found: list[_Target]) -> npt.NDArray[np.float64]:
