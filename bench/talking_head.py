@@ -1,19 +1,23 @@
 """How fast a narrated talking-head video is made on this machine, step by step.
 
-For a narration of about --seconds (default 10) at --size (512) and --fps (25), times:
+For a narration of about --seconds (default 20) at --size (512) and --fps (25), times:
 
 1. speech synthesis (myspinbot.speech's configured engine; espeak-ng directly if that
    package is missing; a synthetic syllable-rate voice, clearly labelled, if neither);
-2. animation with the weight-free animator (portrait analysis and warp set-up included),
+2. forced alignment of the speech to its text (pocketsphinx: the phoneme timeline);
+3. face landmarks on the portrait (MediaPipe's face mesh through OpenCV dnn);
+4. animation with the landmark animator (the default: lip shapes per phoneme) and, as
+   the baseline in the same run, with the weight-free animator (loudness only);
    frames kept in memory so that encoding can be timed on its own;
-3. encoding those frames with the narration into the final MP4;
-4. animation and encoding streamed together, as the pipeline runs them.
+5. encoding those frames with the narration into the final MP4;
+6. the whole default path streamed as the pipeline runs it: speech, alignment,
+   landmark animation and encode.
 
 and prints, per step, the median wall seconds of --repeat runs (3) and seconds of
 video made per wall second (x real time: above 1 is faster than real time). A script,
 not a test: it asserts nothing. On a shared machine, read it with the load average.
 
-    .venv/bin/python bench/talking_head.py [--seconds 10] [--size 512] [--fps 25]
+    .venv/bin/python bench/talking_head.py [--seconds 20] [--size 512] [--fps 25]
         [--repeat 3] [--portrait photo.jpg] [--keep out.mp4]
 """
 
@@ -38,12 +42,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from myspinbot.animate import WeightFreeAnimator  # noqa: E402
+from myspinbot.animate import LandmarkAnimator, WeightFreeAnimator  # noqa: E402
+from myspinbot.animate.landmarks import FaceMesh  # noqa: E402
 from myspinbot.media.video import VideoEncoder, probe  # noqa: E402
+from myspinbot.speech.align import align  # noqa: E402
 
 T = TypeVar("T")
 
-# About 10 s at espeak-ng's default 175 words per minute.
+# About 10 s at espeak-ng's default 175 words per minute; repeated to reach --seconds.
 TEXT = (
     "Hello, and welcome to this short update. Today I want to tell you about three "
     "things we changed this month, why they matter to you, and what comes next. "
@@ -70,19 +76,26 @@ def synthetic_voice(seconds: float, rate: int = 16_000) -> np.ndarray:
     return (0.3 * voiced * syllables * phrases).astype(np.float32)
 
 
+def narration_text(seconds: float) -> str:
+    """TEXT repeated to about `seconds` of speech (TEXT is about 10 s)."""
+    return " ".join([TEXT] * max(1, round(seconds / 10)))
+
+
 def synthesize(seconds: float) -> tuple[np.ndarray, int, str]:
     """Narration audio, its rate, and which engine made it."""
+    text = narration_text(seconds)
     try:
         from myspinbot.settings import Settings
         from myspinbot.speech import get_engine
 
-        speech = get_engine(Settings()).synthesize(TEXT, None)
-        return speech.samples, speech.sample_rate, f"myspinbot.speech ({speech.duration_s:.1f} s)"
+        settings = Settings()
+        speech = get_engine(settings).synthesize(text, None)
+        return speech.samples, speech.sample_rate, settings.tts_engine
     except Exception as exc:  # missing module, missing binary: fall through, say why
         reason = f"{type(exc).__name__}: {exc}"
     exe = shutil.which("espeak-ng")
     if exe is not None:
-        wav = subprocess.run([exe, "--stdout", TEXT], capture_output=True, check=True).stdout
+        wav = subprocess.run([exe, "--stdout", text], capture_output=True, check=True).stdout
         with tempfile.NamedTemporaryFile(suffix=".wav") as f:
             f.write(wav)
             f.flush()
@@ -126,55 +139,77 @@ def encode(path: Path, frames: Any, size: int, fps: int, wav: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--portrait", help="photo to animate (default: the astronaut)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per step (median)")
-    parser.add_argument("--keep", help="also save the streamed video here")
+    parser.add_argument("--keep", help="also save the streamed default-path video here")
     args = parser.parse_args()
 
     portrait = load_portrait(args.portrait, args.size)
+    text = narration_text(args.seconds)
     (samples, rate, engine), t_speech = timed(lambda: synthesize(args.seconds), args.repeat)
     speech_s = len(samples) / rate
-    animator = WeightFreeAnimator()
+    alignment, t_align = timed(lambda: align(samples, rate, text), args.repeat)
+    still = np.asarray(portrait.convert("RGB"))
+    landmarks, t_landmarks = timed(lambda: FaceMesh().locate(still), args.repeat)
+    landmark = LandmarkAnimator()
+    weightfree = WeightFreeAnimator()
 
-    def animate() -> list[np.ndarray]:
-        return list(animator.animate(portrait, samples, rate, args.fps))
+    def animate(animator: Any) -> list[np.ndarray]:
+        return list(animator.animate(portrait, samples, rate, args.fps, None, alignment.phonemes))
 
-    frames, t_animate = timed(animate, args.repeat)
+    # Interleaved, so that both animators see the same load.
+    walls: dict[str, list[float]] = {"landmark": [], "weightfree": []}
+    frames: list[np.ndarray] = []
+    for _ in range(max(1, args.repeat)):
+        for animator in (landmark, weightfree):
+            start = time.perf_counter()
+            frames = animate(animator)
+            walls[animator.name].append(time.perf_counter() - start)
+            if animator is weightfree:
+                frames.clear()
+    frames = animate(landmark)
+    t_landmark = statistics.median(walls["landmark"])
+    t_weightfree = statistics.median(walls["weightfree"])
     video_s = len(frames) / args.fps
-    layout = animator.last_layout
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "voice.wav"
         write_wav(wav, samples, rate)
         out = Path(tmp) / "encoded.mp4"
         _, t_encode = timed(lambda: encode(out, frames, args.size, args.fps, wav), args.repeat)
-        frames.clear()  # free ~200 MB before the streamed run
+        frames.clear()  # free ~400 MB before the streamed runs
         streamed = Path(args.keep) if args.keep else Path(tmp) / "streamed.mp4"
-        _, t_both = timed(
-            lambda: encode(
-                streamed,
-                animator.animate(portrait, samples, rate, args.fps),
-                args.size,
-                args.fps,
-                wav,
-            ),
-            args.repeat,
-        )
+
+        def default_path() -> None:
+            voice, voice_rate, _ = synthesize(args.seconds)
+            timeline = align(voice, voice_rate, text).phonemes
+            write_wav(wav, voice, voice_rate)
+            animator = LandmarkAnimator()
+            stream = animator.animate(portrait, voice, voice_rate, args.fps, None, timeline)
+            encode(streamed, stream, args.size, args.fps, wav)
+
+        _, t_path = timed(default_path, args.repeat)
         info = probe(streamed)
 
     rows = [
-        ("speech synthesis", t_speech, speech_s),
-        ("animation (weightfree)", t_animate, video_s),
+        (f"speech synthesis ({engine})", t_speech, speech_s),
+        (f"alignment (pocketsphinx, {len(alignment.phonemes)} phones)", t_align, speech_s),
+        ("landmarks (face mesh, once per portrait)", t_landmarks, video_s),
+        ("animation: landmark (new default)", t_landmark, video_s),
+        ("animation: weightfree (baseline, same run)", t_weightfree, video_s),
         ("encode (x264 veryfast + AAC, faststart)", t_encode, video_s),
-        ("animation + encode, streamed", t_both, video_s),
+        ("default path: speech + alignment + landmark animation + encode", t_path, video_s),
     ]
     load = os.getloadavg()
     print(f"median of {args.repeat} runs per step")
-    print(f"narration: {speech_s:.2f} s from {engine}")
-    print(f"portrait: {args.size}x{args.size}, face detected: {layout and layout.detected}")
+    print(f"narration: {speech_s:.2f} s from {engine}; phone pass: {alignment.phone_pass}")
+    print(
+        f"portrait: {args.size}x{args.size}, face mesh found: {landmarks is not None}, "
+        f"lip sync: {landmark.last_mode}"
+    )
     print(
         f"video: {info.video_codec}/{info.audio_codec} {info.width}x{info.height} "
         f"{info.fps:g} fps, {info.frames} frames, {info.duration_s:.2f} s"

@@ -23,6 +23,7 @@ from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
+from myspinbot.speech.narration import narration_key
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
@@ -310,7 +311,16 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
                 "POST /api/portraits first.",
                 field="options.portraitImage",
             )
-    if body.narration:
+    if body.options.narration_audio:
+        key = narration_key(body.options.narration_audio)
+        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+            raise ApiError(
+                422,
+                f"No uploaded narration {body.options.narration_audio!r}: upload the "
+                "recording with POST /api/narrations first.",
+                field="options.narrationAudio",
+            )
+    elif body.narration:
         try:
             check_narration_length(body.narration, voice, s.settings.narration_max_seconds)
         except NarrationTooLong as exc:
@@ -370,6 +380,52 @@ async def upload_portrait(request: Request) -> JSONResponse:
     portrait_id = new_job_id()
     await anyio.to_thread.run_sync(s.store.put_bytes, portrait_key(portrait_id), data, content_type)
     return JSONResponse({"portraitId": portrait_id}, status_code=201)
+
+
+@router.post(
+    "/narrations",
+    status_code=201,
+    summary="Upload a narration recording for `generate` (options.narrationAudio)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["audio"],
+                        "properties": {
+                            "audio": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The narration, spoken (WAV, MP3, OGG, FLAC, M4A)",
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def upload_narration(request: Request) -> JSONResponse:
+    s = services(request)
+    try:
+        form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
+    except Exception as exc:
+        raise ApiError(400, f"Could not read the upload: {exc}") from None
+    upload = form.get("audio")
+    if not isinstance(upload, StarletteUpload):
+        raise ApiError(400, "Add the recording in the `audio` field", field="audio")
+    data = await uploads.read_limited(upload, s.settings.max_upload_bytes, "audio")
+    name = upload.filename or "narration"
+    seconds = await uploads.check_narration(name, data, s.settings.narration_max_seconds)
+    if s.store is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    narration_id = new_job_id()
+    content_type = uploads.check_audio(name, data, field="audio")
+    key = narration_key(narration_id)
+    await anyio.to_thread.run_sync(s.store.put_bytes, key, data, content_type)
+    body = {"narrationId": narration_id, "durationSeconds": round(seconds, 3)}
+    return JSONResponse(body, status_code=201)
 
 
 @router.get("/status/{job_id}", summary="A job's current state")

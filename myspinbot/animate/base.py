@@ -46,6 +46,12 @@ class Animator(Protocol):
 def get_animator(settings: Settings) -> Animator:
     """The animator `settings.animator` names; PermanentError if it is not available."""
     name = settings.animator.strip().lower()
+    if name == "landmark":
+        from myspinbot.animate.landmarks import model_dir
+        from myspinbot.animate.lipsync import LandmarkAnimator
+
+        model_dir()  # missing model files: say so now, not at the first frame
+        return LandmarkAnimator()
     if name == "weightfree":
         from myspinbot.animate.weightfree import WeightFreeAnimator
 
@@ -53,9 +59,10 @@ def get_animator(settings: Settings) -> Animator:
     if name in NEURAL_ANIMATORS:
         raise PermanentError(
             f"The {name} animator needs a model served by Triton, which is not available "
-            "in this build; use the built-in animator (MYSPINBOT_ANIMATOR=weightfree)."
+            "in this build; use a built-in animator (MYSPINBOT_ANIMATOR=landmark or "
+            "weightfree)."
         )
     raise PermanentError(
-        f"Unknown animator {settings.animator!r}; this build has `weightfree` "
-        "(MYSPINBOT_ANIMATOR=weightfree)."
+        f"Unknown animator {settings.animator!r}; this build has `landmark` and "
+        "`weightfree` (MYSPINBOT_ANIMATOR=landmark)."
     )

@@ -286,6 +286,12 @@ def train(
     help="Use this image as the portrait (uploaded first).",
 )
 @click.option(
+    "--narration-audio",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your own recording narrates the video (uploaded first); --narration, if given, "
+    "is its transcript (lip shapes per sound).",
+)
+@click.option(
     "--options",
     "options_json",
     default=None,
@@ -299,18 +305,22 @@ def generate(
     prompt: str | None,
     stage: str | None,
     portrait: Path | None,
+    narration_audio: Path | None,
     options_json: str | None,
     no_follow: bool,
 ) -> None:
-    """Make a video: --narration for direct mode, --prompt for guided mode.
+    """Make a video: --narration for direct mode, --prompt for guided mode, or
+    --narration-audio with your own recording.
 
     The portrait is the profile's photo, a render of the profile in the --stage scene
     (options.portrait = "render"), or an image of your own (--portrait FILE).
     """
-    if bool(narration) == bool(prompt):
+    if narration_audio is not None and prompt:
+        raise click.UsageError("--narration-audio goes with direct mode, not --prompt")
+    if narration_audio is None and bool(narration) == bool(prompt):
         raise click.UsageError("give exactly one of --narration (direct) or --prompt (guided)")
     body: dict[str, Any] = {
-        "mode": "direct" if narration else "guided",
+        "mode": "guided" if prompt else "direct",
         "narration": narration,
         "prompt": prompt,
         "stage": stage,
@@ -321,6 +331,11 @@ def generate(
         with portrait.open("rb") as f:
             uploaded = _api(url, "POST", "/api/portraits", files={"image": (portrait.name, f)})
         options.update(portrait="upload", portraitImage=uploaded["portraitId"])
+    if narration_audio is not None:
+        with narration_audio.open("rb") as f:
+            files = {"audio": (narration_audio.name, f)}
+            recorded = _api(url, "POST", "/api/narrations", files=files)
+        options.update(narrationAudio=recorded["narrationId"])
     if options:
         body["options"] = options
     job = _api(url, "POST", "/api/generate", json={k: v for k, v in body.items() if v is not None})

@@ -25,6 +25,14 @@ class GenerateOptions(BaseModel):
         pattern=r"^[0-9a-f]{32}$",
         description="The `portraitId` from `POST /api/portraits` (portrait `upload`).",
     )
+    narration_audio: str | None = Field(
+        None,
+        alias="narrationAudio",
+        pattern=r"^[0-9a-f]{32}$",
+        description="The `narrationId` from `POST /api/narrations`: the person's own recording "
+        "narrates the video instead of text-to-speech. `narration`, if given, is its "
+        "transcript (lip shapes per sound); without one the mouth follows loudness.",
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed of the rendering.")
     steps: int = Field(25, ge=1, le=150, description="Diffusion steps of the rendering.")
     guidance_scale: float = Field(7.5, ge=1.0, le=30.0, alias="guidanceScale")

@@ -32,6 +32,7 @@ from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.runtime.lease import LeaseLost
 from myspinbot.settings import Settings
+from myspinbot.speech.models import Speech
 from myspinbot.storage import ArtifactStore
 from myspinbot.storage.links import signed_artifact
 from myspinbot.voice.profile import VoiceProfile
@@ -113,14 +114,25 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     profile = _profile(deps.history, params.profile_id)
     voice = _voice(profile)
 
+    recorded = options.narration_audio is not None
     with step("script"):
         run.progress("script", 0.0, "Writing the script")
-        script = _script(params, voice, settings)
-        run.progress("script", 1.0, f"Script ready ({len(script.narration.split())} words)")
+        # A recording may come without its transcript: then there is no script text.
+        script = None if recorded and not params.narration else _script(params, voice, settings)
+        words = len(script.narration.split()) if script else 0
+        run.progress("script", 1.0, f"Script ready ({words} words)" if script else "No script")
 
     with step("speech"):
-        run.progress("speech", 0.0, "Synthesizing speech")
-        speech = get_engine(settings).synthesize(script.narration, voice)
+        if options.narration_audio is not None:
+            run.progress("speech", 0.0, "Loading the narration recording")
+            speech = _recording(deps, options.narration_audio, settings)
+        else:
+            assert script is not None
+            run.progress("speech", 0.0, "Synthesizing speech")
+            speech = get_engine(settings).synthesize(script.narration, voice)
+        if script is not None and not speech.phonemes:
+            run.progress("speech", 0.6, "Aligning the words to the speech (lip shapes)")
+        speech, lip_note = _aligned(speech, script.narration if script else None)
         run.progress("speech", 1.0, f"{speech.duration_s:.1f} s of speech")
 
     size = options.size or settings.video_size
@@ -172,17 +184,61 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "profileId": params.profile_id,
         "mode": params.mode,
         **stage.result(),
-        "script": script.model_dump(),
+        "script": script.model_dump() if script else None,
         "durationSeconds": round(info.duration_s, 3),
         "fps": fps,
         "frames": info.frames,
         "size": size,
-        "speechEngine": settings.tts_engine,
+        "speechEngine": "recording" if recorded else settings.tts_engine,
         "animator": animator.name,
+        "lipSync": _lip_sync(animator, speech, lip_note),
         "upscaler": FRAME_UPSCALER if options.upscale else None,
         "video": video,
         "artifacts": artifacts,
     }
+
+
+def _recording(deps: GenerateDeps, narration_id: str, settings: Settings) -> Speech:
+    from myspinbot.speech.narration import decode_recording, narration_key
+
+    data = deps.store.get_bytes(narration_key(narration_id))
+    return decode_recording(data, "The narration recording", settings.narration_max_seconds)
+
+
+def _aligned(speech: Speech, transcript: str | None) -> tuple[Speech, str | None]:
+    """The speech with its phoneme timeline, from forced alignment to the transcript.
+
+    Engine-agnostic: it runs on whatever audio the engine or the person produced. Not
+    being able to align is no reason to fail the video: the mouth then follows loudness,
+    and the note says so."""
+    from myspinbot.speech.align import AlignmentFailed, align
+
+    if speech.phonemes:
+        return speech, None
+    if not transcript:
+        return speech, "No transcript was given, so the mouth follows the loudness only."
+    try:
+        alignment = align(speech.samples, speech.sample_rate, transcript)
+    except AlignmentFailed as exc:
+        why = f"The narration could not be aligned to its words ({exc}), "
+        return speech, why + "so the mouth follows the loudness only."
+    note = None
+    if alignment.skipped:
+        shown = ", ".join(alignment.skipped[:5])
+        note = f"Words not in the pronouncing dictionary were not lip-synced: {shown}."
+    timed = Speech(
+        samples=speech.samples,
+        sample_rate=speech.sample_rate,
+        words=speech.words or alignment.words,
+        phonemes=alignment.phonemes,
+    )
+    return timed, note
+
+
+def _lip_sync(animator: Any, speech: Speech, note: str | None) -> dict[str, Any]:
+    """How the mouth was driven: per phoneme, by loudness, or by the fallback animator."""
+    mode = getattr(animator, "last_mode", None) or ("phonemes" if speech.phonemes else "loudness")
+    return {"mode": mode, **({"note": note} if note else {})}
 
 
 def _profile(history: JobHistory, profile_id: str | None) -> ProfileRecord | None:
@@ -456,17 +512,20 @@ def _upload(
     video: Path,
     wav: Path,
     portrait: Image.Image,
-    script: Script,
+    script: Script | None,
 ) -> list[dict[str, Any]]:
     png = io.BytesIO()
     portrait.save(png, "PNG")
     artifacts: list[dict[str, Any]] = []
-    # The video last: a listing that shows it shows a complete set.
-    for name, data, ctype in (
+    files = [
         ("speech.wav", wav.read_bytes(), "audio/wav"),
         ("stage.png", png.getvalue(), "image/png"),
-        ("script.json", json.dumps(script.model_dump(), indent=2).encode(), "application/json"),
-    ):
+    ]
+    if script is not None:
+        dump = json.dumps(script.model_dump(), indent=2).encode()
+        files.append(("script.json", dump, "application/json"))
+    # The video last: a listing that shows it shows a complete set.
+    for name, data, ctype in files:
         store.put_bytes(prefix + name, data, ctype)
         artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
     size = store.put_file(prefix + "video.mp4", video, "video/mp4")
