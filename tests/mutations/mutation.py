@@ -1,9 +1,11 @@
 """Apply one mutation to a throwaway copy of the checkout, run the tests that must catch
 it there, and report whether they did. The checkout itself is never touched.
 
-Not collected by pytest (no file here is named test_*.py); run a mutation as a script:
+Not collected by pytest (no file here is named test_*.py); run a script, optionally
+naming which of its mutations (by label) to run:
 
-    /path/to/python tests/mutations/mutate_01_delivered_video.py
+    /path/to/python tests/mutations/mutate_02_mouth.py        # all of them
+    /path/to/python tests/mutations/mutate_02_mouth.py b      # only (b)
 
 Exit status 0: the mutation was caught (a named test failed); 1: it survived; 2: it no
 longer applies (the code it mutates has moved: update its `old` text).
@@ -22,6 +24,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = {".git", ".venv", ".myspinbot", "test-artifacts", "triton-models", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    label: str  # "a", "b", ...: picks it from the command line
+    name: str
+    edits: list[Edit]
+    tests: list[str]  # pytest arguments: node ids (and options such as -k)
+    hide_tools: list[str] | None = None
+
+
+def main(mutations: list[Mutation]) -> int:
+    """Run the mutations named on the command line (all by default); the worst outcome."""
+    chosen = sys.argv[1:] or [m.label for m in mutations]
+    results = [run(m.name, m.edits, m.tests, hide_tools=m.hide_tools)
+               for m in mutations if m.label in chosen]  # fmt: skip
+    return max(results, default=2)
 
 
 @dataclass(frozen=True)
