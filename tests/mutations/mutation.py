@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIP = {".git", ".venv", ".myspinbot", "test-artifacts", "triton-models", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,16 @@ class Edit:
 
 
 def _copy(dest: Path) -> None:
-    shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in SKIP])
+    """The checkout's files (tracked, and new ones git does not ignore), nothing built."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
 
 
 def _summary(output: str) -> list[str]:
