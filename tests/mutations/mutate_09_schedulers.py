@@ -8,7 +8,14 @@ MUTATIONS = [
         "euler -> DDIMScheduler",
         [Edit("myspinbot/imaging/txt2img.py", '    "euler": "EulerDiscreteScheduler",\n',
               '    "euler": "DDIMScheduler",\n')],
-        ["tests/imaging/test_txt2img.py", "-k", "euler"],
+        ["tests/imaging/test_txt2img.py", "-k", "euler and means"],
+    ),
+    Mutation(
+        "b",
+        "euler -> DDIMScheduler (the Triton image against the independent reference)",
+        [Edit("myspinbot/imaging/txt2img.py", '    "euler": "EulerDiscreteScheduler",\n',
+              '    "euler": "DDIMScheduler",\n')],
+        ["tests/imaging/test_txt2img.py", "-k", "euler and equals"],
     ),
 ]  # fmt: skip
 
