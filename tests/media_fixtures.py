@@ -2,8 +2,10 @@
 
 The face is NASA's public-domain portrait of astronaut Eileen Collins, shipped
 inside scikit-image (`skimage.data.astronaut()`); variants are crops, flips and
-exposure changes of it. The voice is synthetic: a harmonic series at a chosen
-pitch with syllable-like amplitude modulation, so its pitch is known.
+exposure changes of it. A second face, for checks that must hold on more than one
+person, is Grace Hopper's US Navy portrait (public domain; `hopper_photo`). The voice
+is synthetic: a harmonic series at a chosen pitch with syllable-like amplitude
+modulation, so its pitch is known.
 """
 
 from __future__ import annotations
@@ -53,3 +55,13 @@ def voice_clip(f0: float = 140.0, seconds: float = 5.0, syllables_per_s: float =
         w.setframerate(RATE)
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def hopper_photo() -> tuple[str, bytes]:
+    """A second real face: the US Navy's public-domain portrait of Commodore Grace M.
+    Hopper, shipped in matplotlib's sample data (source and licence: tests/fixtures/SOURCES.md)."""
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with open(path, "rb") as f:
+        return "grace_hopper.jpg", f.read()

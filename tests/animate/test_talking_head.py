@@ -4,7 +4,6 @@ speech, does everything else hold still, and does any portrait come out as a vid
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import wave
 
@@ -17,8 +16,10 @@ from myspinbot.animate import Animator, WeightFreeAnimator, get_animator
 from myspinbot.animate.envelope import frame_rms
 from myspinbot.errors import PermanentError
 from myspinbot.settings import Settings
+from myspinbot.training.dataset import prepare_dataset
 from tests.animate.conftest import silence
-from tests.media_fixtures import RATE
+from tests.lipsync import mouth_sync
+from tests.media_fixtures import RATE, hopper_photo
 
 FPS = 25
 # After speech stops the mouth takes a moment to close, as a real one does; stillness
@@ -47,35 +48,42 @@ def settled_silence(rms: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     return np.array([quiet[max(0, i - settle) : i + 1].all() for i in range(len(rms))])
 
 
-def test_the_mouth_moves_with_the_speech_and_rests_in_silence(
-    portrait: Image.Image,
-    narration: npt.NDArray[np.float32],
-    rendered: tuple[WeightFreeAnimator, npt.NDArray[np.float32]],
+@pytest.fixture(scope="session")
+def faces(portrait: Image.Image) -> dict[str, Image.Image]:
+    """Two real, different faces, prepared as the pipeline prepares a profile photo."""
+    hopper = prepare_dataset([hopper_photo()], resolution=512, trigger_token="ohwx")
+    return {"astronaut": portrait, "hopper": hopper.images[0].image}
+
+
+def assert_lip_sync(
+    portrait: Image.Image, frames: npt.NDArray[np.uint8], audio: npt.NDArray[np.float32], rate: int
 ) -> None:
-    animator, frames = rendered
-    layout = animator.last_layout
-    assert layout is not None and layout.detected
-    x, y, w, h = layout.mouth
-    still = np.asarray(portrait, dtype=np.float32)
-    mouth = frames[:, y : y + h, x : x + w]
-    rms = frame_rms(narration, RATE, FPS, len(frames))
-
-    # How far the mouth is from its resting shape, frame by frame, follows loudness.
-    moved = np.abs(mouth - still[y : y + h, x : x + w]).mean(axis=(1, 2, 3))
-    r = float(np.corrcoef(moved, rms)[0, 1])
-    assert r >= 0.6, f"mouth movement vs audio energy: Pearson r = {r:.2f}"
-
-    # In pauses, consecutive frames of the mouth are near-identical...
-    quiet = settled_silence(rms)
+    """The mouth, found and measured by the test itself (tests/lipsync.py), moves with the
+    speech energy, in step with it, and rests in the pauses."""
+    sync = mouth_sync(np.asarray(portrait.convert("RGB")), frames, audio, rate, FPS)
+    assert abs(sync.lag) <= 1, f"the mouth is out of step with the speech: {sync}"
+    assert sync.r >= 0.6, f"the mouth does not follow the speech energy: {sync}"
+    quiet = settled_silence(sync.energy.astype(np.float32))
+    speaking = sync.energy > 0.01
     assert quiet.sum() > FPS  # the narration has over a second of settled pauses
-    step = np.abs(np.diff(mouth, axis=0)).mean(axis=(1, 2, 3))
-    speaking = rms[1:] > 0.01
-    assert step[quiet[1:]].max() < 1.0, "the mouth moves during silence"
-    # ...while during speech it visibly moves.
-    assert step[speaking].mean() > 5.0
+    rest, talk = np.percentile(sync.motion[quiet], 90), sync.motion[speaking].mean()
+    assert rest < 0.3 * talk, f"the mouth moves in silence: {rest:.2f} vs {talk:.2f} in speech"
+
+
+@pytest.mark.parametrize("face", ["astronaut", "hopper"])
+def test_the_mouth_moves_with_the_speech_and_rests_in_silence(
+    faces: dict[str, Image.Image], narration: npt.NDArray[np.float32], face: str
+) -> None:
+    """Head motion is compensated and the mouth located independently of the animator,
+    so only the mouth itself can pass this; the best lag must be 0 +/- 1 frame."""
+    portrait = faces[face]
+    animator = get_animator(Settings())
+    frames = np.stack(list(animator.animate(portrait, narration, RATE, FPS)))
+    assert_lip_sync(portrait, frames, narration, RATE)
 
 
 def espeak(text: str) -> tuple[npt.NDArray[np.float32], int]:
+    # A missing espeak-ng fails here (FileNotFoundError): the suite needs the real tool.
     wav = subprocess.run(
         ["espeak-ng", "--stdout", text], capture_output=True, check=True, timeout=60
     ).stdout
@@ -86,23 +94,17 @@ def espeak(text: str) -> tuple[npt.NDArray[np.float32], int]:
     return (pcm.astype(np.float32) / 32768).astype(np.float32), rate
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-def test_the_mouth_follows_real_synthesised_speech(portrait: Image.Image) -> None:
+@pytest.mark.parametrize("face", ["astronaut", "hopper"])
+def test_the_mouth_follows_real_synthesised_speech(
+    faces: dict[str, Image.Image], face: str
+) -> None:
     first, rate = espeak("Hello there. This is a test of the talking head.")
     second, _ = espeak("It moves its mouth when it speaks, and rests when it is quiet.")
     pause = np.zeros(rate, dtype=np.float32)
     audio = np.concatenate([pause[: rate // 2], first, pause, second, pause])
-    animator = WeightFreeAnimator()
-    frames = np.stack(list(animator.animate(portrait, audio, rate, FPS))).astype(np.float32)
-    assert animator.last_layout is not None
-    x, y, w, h = animator.last_layout.mouth
-    still = np.asarray(portrait, dtype=np.float32)[y : y + h, x : x + w]
-    moved = np.abs(frames[:, y : y + h, x : x + w] - still).mean(axis=(1, 2, 3))
-    rms = frame_rms(audio, rate, FPS, len(frames))
-    assert np.corrcoef(moved, rms)[0, 1] >= 0.6
-    quiet = settled_silence(rms)
-    step = np.abs(np.diff(frames[:, y : y + h, x : x + w], axis=0)).mean(axis=(1, 2, 3))
-    assert quiet.sum() > FPS and step[quiet[1:]].max() < 1.0
+    portrait = faces[face]
+    frames = np.stack(list(get_animator(Settings()).animate(portrait, audio, rate, FPS)))
+    assert_lip_sync(portrait, frames, audio, rate)
 
 
 def test_a_region_away_from_the_face_changes_little(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import struct
@@ -9,9 +10,11 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+import redis
 from PIL import Image
 
-from tests.support import RunningPlatform
+from myspinbot import keys
+from tests.support import RunningPlatform, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -177,12 +180,21 @@ def test_train_bad_options(
 
 
 def test_whole_request_over_the_limit_is_refused_up_front(platform: RunningPlatform) -> None:
-    resp = platform.post(
-        "/api/train",
-        content=b"x" * (6 * 1024 * 1024),
-        headers={"content-type": "multipart/form-data; boundary=zz"},
-    )
-    assert_readable(resp, 413, "limit")
+    """Only the headers are sent, never the 6 MB body they announce: a 413 that arrives
+    anyway was decided before reading the body. (A gateway that read first would wait for
+    the body, and the socket's timeout would fail this test.)"""
+    conn = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/api/train")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=zz")
+        conn.putheader("Content-Length", str(6 * 1024 * 1024))
+        conn.endheaders()
+        resp = conn.getresponse()
+        status, body = resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+    assert status == 413, (status, body)
+    assert "Request is 6 MB" in body["error"] and "limit" in body["error"], body
 
 
 def test_unknown_endpoint_and_method(platform: RunningPlatform) -> None:
@@ -191,12 +203,30 @@ def test_unknown_endpoint_and_method(platform: RunningPlatform) -> None:
 
 
 def test_rejected_requests_create_no_job(platform: RunningPlatform) -> None:
+    client = redis.Redis.from_url(platform.redis_url, decode_responses=True)
+    streams = [keys.job_stream(kind) for kind in ("train", "generate")]
+    queued = [client.xlen(stream) for stream in streams]
     before = job_count(platform)
-    platform.post(
+    resp = platform.post(
         "/api/train", files=[("images", ("x.jpg", b"nope", "image/jpeg"))], data={"name": "Ada"}
     )
-    platform.post("/api/generate", json={"mode": "direct", "narration": ""})
-    assert job_count(platform) == before
+    assert_readable(resp, 415, "x.jpg")
+    resp = platform.post("/api/generate", json={"mode": "direct", "narration": ""})
+    assert_readable(resp, 422, "narration")
+    resp = platform.post(
+        "/api/generate", json={"mode": "direct", "narration": "hi", "profileId": "ghost"}
+    )
+    assert_readable(resp, 404, "ghost")
+    # The gateway queues a job before it answers, so the job streams show it at once.
+    assert [client.xlen(stream) for stream in streams] == queued, "a refused request was queued"
+    # The history is written later, by ws-relay, in event order: once a valid job sent
+    # after them is listed, anything the refused ones had created would be listed too.
+    sentinel = platform.submit()
+    wait_for(
+        lambda: sentinel in {j["jobId"] for j in platform.get("/api/jobs").json()["jobs"]},
+        what="the sentinel job in the history",
+    )
+    assert job_count(platform) == before + 1
 
 
 def test_a_valid_train_upload_is_stored_and_queued(platform: RunningPlatform) -> None:
@@ -220,7 +250,11 @@ def test_a_valid_train_upload_is_stored_and_queued(platform: RunningPlatform) ->
         platform.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret"
     )
     assert store.get_bytes(params["images"][0]) == png()
-    assert json.loads(json.dumps(params))  # params are plain JSON
+    # Everything sent arrived, as sent: the voice and its transcript too.
+    assert set(params) == {"name", "options", "images", "voice", "voiceText"}, params
+    assert params["voiceText"] == "Hello"
+    assert [store.get_bytes(key) for key in params["images"]] == [png(), png()]
+    assert store.get_bytes(params["voice"]) == wav()
 
 
 def test_openapi_docs_are_served(platform: RunningPlatform) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from myspinbot.imaging.txt2img import (
     TritonTxt2Img,
     Txt2ImgOptions,
     diffusers_pipeline,
+    make_scheduler,
     render_reference,
 )
 from myspinbot.triton.client import TritonClient
@@ -36,6 +38,37 @@ def _render(
         client.close()
 
 
+# What each option name must mean, written down here rather than read from the product's
+# table: the reference pipeline below is built from this, so a name mapped to the wrong
+# scheduler in the product renders a different image through Triton.
+EXPECTED_SCHEDULERS = {
+    "default": "PNDMScheduler",  # the model's own (its scheduler_config.json)
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+}
+
+
+def reference_pipeline(path: str, scheduler: str) -> Any:
+    """diffusers' own StableDiffusionPipeline with the scheduler class the name means."""
+    import diffusers
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        path, safety_checker=None, requires_safety_checker=False
+    )
+    assert type(pipe.scheduler).__name__ == EXPECTED_SCHEDULERS["default"]
+    cls = getattr(diffusers, EXPECTED_SCHEDULERS[scheduler])
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SCHEDULERS))
+def test_each_scheduler_name_means_its_diffusers_scheduler(exported: Exported, name: str) -> None:
+    config = BaseModelConfig(exported.base.path_or_id).scheduler_config
+    assert type(make_scheduler(name, dict(config))).__name__ == EXPECTED_SCHEDULERS[name]
+
+
 @pytest.mark.parametrize("scheduler", ["default", "ddim", "euler", "dpm"])
 def test_triton_image_equals_in_process_pipeline(
     triton: EmbeddedTriton, exported: Exported, scheduler: str
@@ -43,7 +76,7 @@ def test_triton_image_equals_in_process_pipeline(
     options = Txt2ImgOptions(steps=8, seed=7, scheduler=scheduler)
     ours = _render(triton, exported, options)
     reference = render_reference(
-        diffusers_pipeline(exported.base.path_or_id, scheduler), PROMPT, options
+        reference_pipeline(str(exported.base.path_or_id), scheduler), PROMPT, options
     )
     assert ours.shape == reference.shape == (64, 64, 3)
     assert np.abs(ours - reference).max() <= TOLERANCE

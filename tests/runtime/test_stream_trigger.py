@@ -143,18 +143,23 @@ def test_a_dead_consumers_message_is_reclaimed(h: Harness, r: redis.Redis) -> No
 
 
 def test_long_handler_keeps_its_message(h: Harness, r: redis.Redis) -> None:
+    # The heartbeat renews every idle / 3: a stall of the process under 2/3 of idle
+    # (over 2.5 s) still keeps ownership. Without the heartbeat the other consumer, which
+    # looks every idle / 2, would find the message idle long enough at least twice.
+    idle = 4.0
     runs: list[str] = []
 
     def slow(ctx: Any, ev: Any) -> None:
         runs.append(ev.id)
-        time.sleep(6.0)  # three times the reclaim idle time
+        time.sleep(2 * idle)  # the work: twice the reclaim idle time, silently
 
-    # 2 s idle: the heartbeat (every 2/3 s) keeps ownership even on a loaded machine.
-    h.trigger(slow, consumer="a-0", reclaimIdleSeconds=2)
-    h.trigger(slow, consumer="b-0", reclaimIdleSeconds=2)
+    h.trigger(slow, consumer="a-0", reclaimIdleSeconds=idle)
+    h.trigger(slow, consumer="b-0", reclaimIdleSeconds=idle)
     h.send()
-    wait_for(lambda: h.pending() == 0 and runs, timeout=30, what="completion")
-    assert len(runs) == 1
+    wait_for(lambda: h.pending() == 0 and runs, timeout=60, what="completion")
+    assert len(runs) == 1, f"the message ran {len(runs)} times"
+    ((_, fields),) = r.xrange(keys.stream("jobs.test"))
+    assert fields["attempt"] == "1"  # never handed back as a retry either
 
 
 def test_restarted_consumer_takes_back_its_pending_and_counts_it(

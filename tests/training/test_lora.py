@@ -40,15 +40,37 @@ def trainer(
     return t
 
 
+def zero_prediction_loss(t: LoraTrainer) -> float:
+    """The eval loss of a model that always predicts zeros, on the same fixed batch: the
+    score a LoRA that learned nothing but to shrink its output towards zero would get."""
+    hook = t.unet.register_forward_hook(lambda _m, _i, out: (torch.zeros_like(out[0]),))
+    try:
+        return t.eval_loss()
+    finally:
+        hook.remove()
+
+
 def test_training_lowers_the_loss_on_a_fixed_batch(tiny: ResolvedModel) -> None:
     t = trainer(tiny, LoraConfig(rank=4, steps=150, learning_rate=1e-2, seed=0))
     before = t.eval_loss()
     assert t.eval_loss() == before  # fixed noise and timesteps: the same every call
+    zeros = zero_prediction_loss(t)
     infos: list[StepInfo] = []
     result = t.train(infos.append)
     after = t.eval_loss()
 
+    # Learned, measured against both the untrained model and predicting zeros (which
+    # alone is ~11 % under the untrained model: no evidence of learning).
     assert after <= 0.8 * before, f"eval loss {before:.4f} -> {after:.4f}"
+    assert after <= 0.8 * zeros, f"eval loss {after:.4f}; predicting zeros: {zeros:.4f}"
+    # The learning is in the LoRA: with the adapter off, the model is the base again.
+    t.unet.disable_adapters()
+    try:
+        without = t.eval_loss()
+    finally:
+        t.unet.enable_adapters()
+    assert without == pytest.approx(before, rel=1e-4), (before, without, after)
+    assert t.eval_loss() == after
     assert [i.step for i in infos] == list(range(1, 151))
     assert {i.total_steps for i in infos} == {150}
     assert all(i.it_per_s > 0 and i.eta_s >= 0 for i in infos)

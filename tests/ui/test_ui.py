@@ -41,8 +41,40 @@ SAMPLER = """() => {
 }"""
 
 
+# Every fetch the page makes, recorded in the page at the moment it is called. The UI
+# calls fetch synchronously inside its submit handlers, so right after a click or a
+# requestSubmit() this record is complete: "nothing was sent" needs no waiting.
+FETCH_LOG = """(() => {
+  window.__fetches = [];
+  const original = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === 'string' ? input : input.url;
+    const method = ((init && init.method) || 'GET').toUpperCase();
+    window.__fetches.push({method, url: String(url)});
+    return original.apply(this, arguments);
+  };
+})();"""
+
+
+def fetched_posts(page: Page, path: str) -> int:
+    """POSTs to `path` the page has started so far (its own record, not the network's)."""
+    return int(
+        page.evaluate(
+            """(path) => window.__fetches.filter(
+                 (f) => f.method === 'POST' && f.url.split('?')[0].endsWith(path)).length""",
+            path,
+        )
+    )
+
+
+def settled(page: Page, form: str) -> None:
+    """Wait until `form` has no submission in flight (the UI marks it aria-busy)."""
+    expect(page.locator(form)).not_to_have_attribute("aria-busy", "true")
+
+
 def open_ui(w: Watch, platform: RunningPlatform) -> Page:
     page = w.page
+    page.add_init_script(FETCH_LOG)
     page.goto(platform.url + "/")
     expect(page.locator("#live")).to_have_attribute("data-live", "open")
     expect(page.locator('#status .pill[data-component="gateway"]')).to_have_attribute(
@@ -119,7 +151,6 @@ def submit_insistently(page: Page, form: str, button: str) -> None:
     expect(page.locator(button)).to_be_disabled()
     page.click(button, force=True)  # a disabled button: must do nothing
     page.evaluate(f"document.querySelector('{form}').requestSubmit()")  # Enter, in effect
-    page.wait_for_timeout(300)
 
 
 # --- 1. train -------------------------------------------------------------------------------------
@@ -290,7 +321,9 @@ def test_a_video_can_use_an_uploaded_portrait(platform: RunningPlatform, watch: 
     # the button is pressed meanwhile.
     held = hold(page, "**/api/portraits")
     submit_insistently(page, "#generate-form", GENERATE_SUBMIT)
-    assert len(held) == 1 and not watch.posts("/api/generate")
+    assert fetched_posts(page, "/api/portraits") == 1
+    assert fetched_posts(page, "/api/generate") == 0
+    pump_until(page, lambda: held, what="the portrait upload to be held")
     with (
         page.expect_response("**/api/portraits") as uploaded,
         page.expect_response("**/api/generate") as info,
@@ -372,7 +405,8 @@ def test_a_non_image_upload_shows_the_servers_error_at_the_photos(
     held = hold(page, "**/api/train")
     with page.expect_response("**/api/train") as info:
         submit_insistently(page, "#train-form", TRAIN_SUBMIT)
-        assert len(held) == 1 and len(watch.posts("/api/train")) == 1
+        assert fetched_posts(page, "/api/train") == 1
+        pump_until(page, lambda: held, what="the upload to be held")
         held[0].continue_()
     page.unroute("**/api/train")
     assert info.value.status == 415
@@ -400,7 +434,8 @@ def test_an_empty_narration_shows_the_servers_error_at_the_narration(
     held = hold(page, "**/api/generate")
     with page.expect_response("**/api/generate") as info:
         submit_insistently(page, "#generate-form", GENERATE_SUBMIT)
-        assert len(held) == 1 and len(watch.posts("/api/generate")) == 1
+        assert fetched_posts(page, "/api/generate") == 1
+        pump_until(page, lambda: held, what="the request to be held")
         held[0].continue_()
     page.unroute("**/api/generate")
     assert info.value.status == 422
@@ -440,46 +475,72 @@ def test_a_non_image_portrait_shows_the_servers_error_at_the_file_input(
     expect(error).to_have_text(message)
     expect(page.locator("#gen-portrait")).to_have_attribute("aria-invalid", "true")
     expect(page.locator(GENERATE_SUBMIT)).to_be_enabled()
-    page.wait_for_timeout(300)
-    assert not watch.posts("/api/generate")
-    assert len(watch.posts("/api/portraits")) == 1
+    settled(page, "#generate-form")  # the submission is over: it sent all it was going to
+    assert fetched_posts(page, "/api/generate") == 0 and not watch.posts("/api/generate")
+    assert fetched_posts(page, "/api/portraits") == 1
     watch.shot("error")
 
 
-def test_what_generate_cannot_do_is_shown_before_submitting(
+def test_unavailable_modes_and_portraits_are_disabled_with_the_servers_reason(
     platform: RunningPlatform, watch: Watch
 ) -> None:
+    """This platform has no LLM: guided mode is unavailable, the rest is available."""
     ensure_profile(platform)
     caps = generate_capability(platform)
+    assert caps.get("available") is not False, f"generate is unavailable: {caps.get('reason')}"
     page = open_ui(watch, platform)
     expect(page.locator("#gen-profile option")).not_to_have_count(0)
-    if caps.get("available") is False:
-        banner = page.locator("#generate-unavailable")
-        expect(banner).to_be_visible()
-        expect(banner).to_have_text(caps.get("reason") or "Video generation is not available.")
-        expect(page.locator(GENERATE_SUBMIT)).to_be_disabled()
-        page.fill("#gen-narration", "Hello")
-        page.click(GENERATE_SUBMIT, force=True)
-        page.evaluate("document.querySelector('#generate-form').requestSubmit()")
-        page.wait_for_timeout(300)
-        assert not watch.posts("/api/generate")
-    else:
-        expect(page.locator("#generate-unavailable")).to_be_hidden()
-        expect(page.locator(GENERATE_SUBMIT)).to_be_enabled()
-    for group, entries in (("mode", caps.get("modes")), ("portrait", caps.get("portraits"))):
-        if not isinstance(entries, dict):
-            continue
+    expect(page.locator("#generate-unavailable")).to_be_hidden()
+    expect(page.locator(GENERATE_SUBMIT)).to_be_enabled()
+    unavailable = []
+    for group in ("mode", "portrait"):
+        entries = caps[f"{group}s"]
+        assert isinstance(entries, dict) and entries, caps
         for value, entry in entries.items():
             radio = page.locator(f'input[name="{group}"][value="{value}"]')
-            if radio.count() == 0:
-                continue
+            expect(radio).to_have_count(1)  # every choice the server knows is offered
             if entry.get("available") is False:
+                unavailable.append(value)
                 expect(radio).to_be_disabled()
                 reason = page.locator(f'[data-reason-for="{value}"]')
                 expect(reason).to_have_text(entry.get("reason") or "Not available on this server.")
             else:
                 expect(radio).to_be_enabled()
+    assert "guided" in unavailable, caps  # the disabled branch was exercised
     watch.shot("capabilities")
+
+
+def test_generate_unavailable_is_shown_and_nothing_can_be_submitted(
+    platform: RunningPlatform, watch: Watch
+) -> None:
+    """The server's capabilities say generate is unavailable (the real reply, with
+    generate switched off): the reason shows, and no way of submitting sends anything."""
+    reason = "Video generation is switched off on this server for maintenance."
+    ensure_profile(platform)
+
+    def switched_off(route: Route) -> None:
+        reply = route.fetch()
+        caps = reply.json()
+        caps["functions"]["generate"]["capabilities"]["generate"].update(
+            available=False, reason=reason
+        )
+        route.fulfill(response=reply, json=caps)
+
+    watch.page.route("**/api/capabilities", switched_off)
+    page = open_ui(watch, platform)
+    expect(page.locator("#gen-profile option")).not_to_have_count(0)
+    banner = page.locator("#generate-unavailable")
+    expect(banner).to_be_visible()
+    expect(banner).to_have_text(reason)
+    expect(page.locator(GENERATE_SUBMIT)).to_be_disabled()
+    expect(page.locator(GENERATE_SUBMIT)).to_have_attribute("title", reason)
+    page.check('input[name="mode"][value="direct"]')
+    page.fill("#gen-narration", "Hello")
+    page.click(GENERATE_SUBMIT, force=True)
+    page.evaluate("document.querySelector('#generate-form').requestSubmit()")
+    settled(page, "#generate-form")
+    assert fetched_posts(page, "/api/generate") == 0 and not watch.posts("/api/generate")
+    watch.shot("unavailable")
 
 
 # --- 5. the WebSocket drops mid-job ---------------------------------------------------------------
