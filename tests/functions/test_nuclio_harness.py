@@ -17,7 +17,7 @@ import yaml
 from nuclio_sdk.test import Platform
 
 from myspinbot import keys
-from myspinbot.jobs import events
+from myspinbot.jobs import events, repair
 from myspinbot.jobs.models import Job
 from myspinbot.runtime import hosting
 from myspinbot.runtime.config import load_function_config
@@ -48,8 +48,28 @@ def env(
     monkeypatch.setenv("MYSPINBOT_S3_ENDPOINT", s3_endpoint)
     monkeypatch.setenv("MYSPINBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'h.db'}")
     get_settings.cache_clear()
+    # ws-relay's init_context starts a Redis restart watch and an input sweeper, daemon
+    # threads that live as long as the replica. Here the replica is this test: stop them
+    # with it, or they keep running in the pytest process and "repair" (re-queue) the jobs
+    # of later tests when the `r` fixture flushes Redis.
+    started: list[Any] = []
+    for name in ("RedisRestartWatch", "Sweeper"):
+        real = getattr(repair, name)
+        monkeypatch.setattr(
+            repair, name, type(name, (real,), {"__init__": _recorded(real, started)})
+        )
     yield
+    for thread in started:
+        thread.close()
     get_settings.cache_clear()
+
+
+def _recorded(real: type, started: list[Any]) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        real.__init__(self, *args, **kwargs)
+        started.append(self)
+
+    return __init__
 
 
 def load(name: str) -> ModuleType:
