@@ -40,6 +40,9 @@ ensure_venv() {
     say "installing MySpinBot${extras:+ [$extras]} (first run takes a minute)"
     python -m pip install -q --upgrade pip
     python -m pip install -q -e ".${extras:+[$extras]}"
+    # resemblyzer is used only for the speaker-encoder weights in its wheel; its own
+    # dependencies (librosa, numba, webrtcvad, a `typing` backport) are not needed.
+    python -m pip install -q --no-deps "resemblyzer==0.1.4"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

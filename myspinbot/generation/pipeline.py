@@ -102,6 +102,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     from myspinbot.media.upscale import get_upscaler
     from myspinbot.media.video import VideoEncoder, probe
     from myspinbot.speech import get_engine
+    from myspinbot.voice.scoring import narration_match
 
     try:
         params = GenerateParams.model_validate(run.params)
@@ -122,7 +123,10 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
 
     with step("speech"):
         run.progress("speech", 0.0, "Synthesizing speech")
-        speech = get_engine(settings).synthesize(script.narration, voice)
+        engine = get_engine(settings)
+        speech = engine.synthesize(script.narration, voice)
+        run.progress("speech", 0.8, f"{speech.duration_s:.1f} s of speech; scoring the voice")
+        voice_match = narration_match(speech, script.narration, voice, engine.name)
         run.progress("speech", 1.0, f"{speech.duration_s:.1f} s of speech")
 
     size = options.size or settings.video_size
@@ -177,7 +181,8 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "fps": fps,
         "frames": info.frames,
         "size": size,
-        "speechEngine": settings.tts_engine,
+        "speechEngine": engine.name,
+        **({"voiceMatch": voice_match.model_dump(by_alias=True)} if voice_match else {}),
         "animator": animator.name,
         "upscaler": settings.upscaler if options.upscale else None,
         "video": video,
