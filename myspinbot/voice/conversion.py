@@ -114,19 +114,27 @@ def train(
     xs, yt = src.coded[s_act][:, 1:], tgt.coded[t_act][:, 1:]
     if len(xs) < 50 or len(yt) < 50:
         raise ConversionError("too little speech to learn a voice conversion")
-    path = _dtw_path(xs, yt)
+    # Pitch needs no alignment: it is mapped even when the envelope map cannot be learnt.
+    s_mean, s_std = _lf0_stats(src.f0)
+    t_mean, t_std = _lf0_stats(tgt.f0)
+    note = None
+    try:
+        path = _dtw_path(xs, yt)
+    except ConversionError as exc:
+        # The clip does not say what the base voice said (a wrong transcript, or not
+        # speech): no envelope map, only pitch and pace. Said in the match, not hidden.
+        note = f"pitch only, no timbre conversion: {exc} (does the transcript match the clip?)"
+        path, strength = np.linspace(0, len(yt) - 1, len(xs)).round().astype(np.int64), 0.0
     x, y = xs, yt[path]
     mx, my = x.mean(axis=0), y.mean(axis=0)
     xc, yc = x - mx, y - my
     gram = xc.T @ xc + RIDGE_LAMBDA * len(xc) * 1e-3 * np.eye(xc.shape[1])
     matrix = np.linalg.solve(gram, xc.T @ yc)
-    s_mean, s_std = _lf0_stats(src.f0)
-    t_mean, t_std = _lf0_stats(tgt.f0)
     return VoiceConversion(
         sample_rate=rate,
         dims=world.CODED_DIMS,
         source_mean=mx.round(6).tolist(),
-        target_mean=yt.mean(axis=0).round(6).tolist(),
+        target_mean=my.round(6).tolist(),
         target_std=yt.std(axis=0).round(6).tolist(),
         matrix=matrix.round(6).tolist(),
         strength=strength,
@@ -136,6 +144,7 @@ def train(
         source_lf0_std=s_std,
         target_lf0_mean=t_mean,
         target_lf0_std=t_std,
+        note=note,
     )
 
 

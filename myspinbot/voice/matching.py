@@ -51,7 +51,7 @@ def _intelligible_strength(
     narrow-band or whose transcript is off learns a map that smears words at full strength.
     """
     tried: list[tuple[VoiceConversion, FloatArray, float]] = []
-    for step in STRENGTH_STEPS:
+    for step in STRENGTH_STEPS if conv.strength > 0 else (1.0,):
         candidate = conv.model_copy(update={"strength": round(conv.strength * step, 3)})
         produced = conversion.convert(plain, rate, candidate)
         wer = recognise.word_error_rate(
@@ -99,13 +99,13 @@ def match_voice(
     )
     person = audio.resample(clip, clip_rate, base_rate)
     conv: VoiceConversion | None
-    note = None
     try:
         conv = conversion.train(base, person, base_rate, strength=strength)
+        note = conv.note
     except conversion.ConversionError as exc:
-        # The base voice and stretch still fit the person; only the timbre stays the
-        # base voice's. Said in the result, not hidden.
-        conv, note = None, f"no voice conversion: {exc} (does the transcript match the clip?)"
+        # Not even pitch could be measured: the base voice and stretch still fit the
+        # person. Said in the result, not hidden.
+        conv, note = None, f"no voice conversion: {exc}"
     say((len(voices) + 1) / (len(voices) + 2), "Checking the matched voice is intelligible")
     plain, plain_rate = flite.speak(SCORE_TEXT, best, stretch)
     base_score = round(embedding.similarity(embedding.embed(plain, plain_rate), target), 4)

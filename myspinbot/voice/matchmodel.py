@@ -35,6 +35,8 @@ class VoiceConversion(BaseModel):
     source_lf0_std: float
     target_lf0_mean: float
     target_lf0_std: float
+    # Set when only pitch is converted (the envelope map could not be learnt).
+    note: str | None = None
 
 
 class VoiceMatch(BaseModel):

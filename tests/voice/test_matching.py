@@ -21,7 +21,7 @@ from myspinbot.settings import Settings
 from myspinbot.speech import flite, get_engine
 from myspinbot.voice import embedding, recognise
 from myspinbot.voice.build import build_matched_voice
-from myspinbot.voice.profile import SAMPLE_RATE, VoiceError, VoiceProfile
+from myspinbot.voice.profile import SAMPLE_RATE, VoiceError, VoiceProfile, build_voice_profile
 from myspinbot.voice.scoring import narration_match
 from tests.media_fixtures import voice_clip
 from tests.voice.speakers import NARRATION, SPEAKERS
@@ -161,3 +161,19 @@ def test_espeak_platform_learns_no_match() -> None:
     sp = SPEAKERS[1]
     built = build_matched_voice(sp.clip(), "x.wav", sp.transcript, Settings(tts_engine="espeak"))
     assert built.profile.match is None
+
+
+def test_a_clip_that_does_not_say_its_transcript_still_gets_its_pitch() -> None:
+    # Buzzes at 95 and 165 Hz "saying" a transcript they do not say: no envelope map can
+    # be aligned, but the produced speech still follows each one's pitch.
+    engine = get_engine(SETTINGS)
+    pitches = {}
+    for f0 in (95.0, 165.0):
+        built = build_matched_voice(voice_clip(f0), "buzz.wav", "Hello from orbit", SETTINGS)
+        match = built.profile.match
+        assert match is not None and match.conversion is not None
+        assert match.note and "pitch only" in match.note
+        speech = engine.synthesize(NARRATION, built.profile)
+        wav = speech.wav_bytes()
+        pitches[f0] = build_voice_profile(wav, "speech.wav").profile.median_pitch_hz
+    assert pitches[95.0] < 120 < 140 < pitches[165.0], pitches
