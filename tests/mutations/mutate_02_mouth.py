@@ -1,7 +1,9 @@
 """Item 2, on the animator the tests use (get_animator(Settings()): the landmark
 animator, myspinbot/animate/lipsync.py): (a) the mouth rig is off, only the head moves
 (and drifts with the loudness) and the eyes blink; (b) the mouth pose trails the speech
-by 80 ms (2 frames at 25 fps) while the head motion stays on time."""
+by 80 ms (2 frames at 25 fps) while the head motion stays on time; (c) the same delay
+on the path the product takes (poses from the phoneme timeline, which the unit test's
+bare narration has not), caught on the delivered video."""
 
 from mutation import Edit, Mutation, main
 
@@ -20,6 +22,10 @@ POSE = (
 )
 # Frame i shows the pose of frame i - 2 (the first two hold the first pose, the rest).
 DELAYED = "            j = max(i - 2, 0)\n" + POSE.replace("[i]", "[j]")
+PHONEME_TIMES = (
+    "    times = (np.arange(frames * SUBSAMPLES, dtype=np.float64) + 0.5) / (fps * SUBSAMPLES)\n"
+)
+LATE = "    times = times - 0.08  # mutation: the mouth trails the speech\n"
 MUTATIONS = [
     Mutation(
         "a",
@@ -28,6 +34,12 @@ MUTATIONS = [
         [TEST],
     ),
     Mutation("b", "mouth delayed by 80 ms (2 frames)", [Edit(FILE, POSE, DELAYED)], [TEST]),
+    Mutation(
+        "c",
+        "phoneme poses delayed by 80 ms (frame t shows the pose of t - 80 ms)",
+        [Edit("myspinbot/animate/visemes.py", PHONEME_TIMES, PHONEME_TIMES + LATE)],
+        ["tests/functions/test_generate_function.py::test_direct_generate_makes_a_browser_playable_mp4"],
+    ),
 ]  # fmt: skip
 
 if __name__ == "__main__":
