@@ -16,6 +16,11 @@ READ_FIRST = (
     '                    more = (await receive()).get("more_body", False)\n'
 ) + REFUSE
 NO_ESPEAK = ["espeak-ng", "espeak"]
+# The job's params (the request fingerprint above them names voiceText too).
+VOICE_PARAM = (
+    '            "voice": next((k for k, t in stored if t.startswith("audio/")), None),\n'
+    '            "voiceText": voice_text,\n'
+)
 MUTATIONS = [
     Mutation(
         "a",
@@ -33,8 +38,7 @@ MUTATIONS = [
     Mutation(
         "c",
         "the voice transcript is dropped",
-        [Edit("gateway/routes.py", '            "voiceText": voice_text,\n',
-              '            "voiceText": None,\n')],
+        [Edit("gateway/routes.py", VOICE_PARAM, VOICE_PARAM.replace("voice_text,", "None,"))],
         [BAD + "test_a_valid_train_upload_is_stored_and_queued"],
     ),
     Mutation(
