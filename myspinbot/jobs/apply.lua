@@ -4,11 +4,17 @@
 -- global events stream (ARGV[1]) becomes its public eventId: it is re-used as the
 -- entry id on the per-job stream, so a redelivered event is recognised (its id is
 -- not newer than the last applied one) and never reaches a client twice.
+-- An event not newer than the last one is a duplicate only if it is on the per-job
+-- stream (it was applied); one that never was came late, behind newer events of its
+-- job (e.g. its first delivery's reply was lost with a Redis crash and it waited in
+-- the pending list), and is stale: writing it to the history would put an old state
+-- after the job's final one.
 --
 -- KEYS: 1 job hash, 2 per-job event stream, 3 fanout stream, 4 job counters, 5 duration histogram
 -- ARGV: 1 source id, 2 event JSON, 3 per-job stream cap, 4 fanout cap, 5 TTL of finished jobs,
 --       6 histogram bucket bounds (JSON list)
--- Returns {status, event JSON or "", previous step, previous progress, snapshot (flat hash)}.
+-- Returns {status, event JSON or "", previous step, previous progress, snapshot (flat hash)};
+-- the event JSON is the applied event's, also for a duplicate.
 
 local job_key, events_key, fanout_key, counters_key, hist_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -35,7 +41,12 @@ end
 
 local last = redis.call("HGET", job_key, "src")
 if last and not newer(src, last) then
-  return {"duplicate", "", "", "0", snapshot()}
+  local seen = redis.call("XRANGE", events_key, src, src)
+  if #seen == 0 then
+    return {"stale", "", "", "0", snapshot()}
+  end
+  -- Fields of the entry: {"data", payload}.
+  return {"duplicate", seen[1][2][2], "", "0", snapshot()}
 end
 
 local rank = {queued = 0, running = 1, completed = 2, failed = 2, cancelled = 2}

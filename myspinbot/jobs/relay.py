@@ -12,6 +12,9 @@ retries the outbox, in order, with backoff, for as long as it takes
 (`myspinbot_relay_sql_failures_total`, `myspinbot_relay_sql_backlog`). A crash
 between Redis and SQL is harmless too: the redelivered batch is recognised as
 already applied in Redis and written to SQL again, where duplicates are ignored.
+Only an event that was applied counts as a duplicate: one that arrives after newer
+events of its job without ever having been applied is stale, and stays out of the
+history, whose last state must be the job's final one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from myspinbot import keys, metrics
 from myspinbot.db import JobHistory
 from myspinbot.jobs.livestate import job_from_hash, pairs_to_dict
-from myspinbot.jobs.models import EventKind, Job, JobEvent, JobState
+from myspinbot.jobs.models import EventKind, Job, JobEvent
 from myspinbot.lua import lua
 from myspinbot.settings import Settings
 
@@ -245,10 +248,7 @@ class Relay:
                 ],
                 client=pipe,
             )
-        return [
-            _outcome(source_id, ev, res)
-            for (source_id, ev), res in zip(batch, pipe.execute(), strict=True)
-        ]
+        return [_outcome(res) for res in pipe.execute()]
 
     def _record(self, outcomes: list[Applied]) -> None:
         jobs: dict[str, Job] = {}
@@ -265,7 +265,7 @@ class Relay:
         self.writer.write(list(jobs.values()), evts)
 
 
-def _outcome(source_id: str, ev: dict[str, Any], res: list[Any]) -> Applied:
+def _outcome(res: list[Any]) -> Applied:
     status, payload, prev_step, prev_progress, snap = res
     try:
         job = job_from_hash(pairs_to_dict(snap))
@@ -273,23 +273,12 @@ def _outcome(source_id: str, ev: dict[str, Any], res: list[Any]) -> Applied:
         job = None  # a hash without a valid job (its `created` was lost): nothing to record
     if status == "stale" or job is None:
         return Applied("stale", None, job, False)
-    if status == "duplicate":
-        # Rebuilt from the source so a row lost to a crash before the SQL commit is
-        # written now; if it was written, the unique (job, event) key drops it.
-        event = JobEvent(
-            job_id=job.id,
-            event_id=source_id,
-            kind=EventKind(ev["kind"]),
-            state=JobState(ev.get("state") or job.state),
-            progress=float(ev.get("progress", job.progress)),
-            step=ev.get("step"),
-            message=ev.get("message"),
-            error=ev.get("error"),
-            result=ev.get("result"),
-            ts=float(ev.get("ts", job.updated_at)),
-        )
-        return Applied("duplicate", event, job, True)
     event = JobEvent.model_validate(json.loads(payload))
+    if status == "duplicate":
+        # Applied before (apply.lua found it on the job's stream and hands back what it
+        # applied): written again so a row lost to a crash before the SQL commit is
+        # written now; if it was written, the unique (job, event) key drops it.
+        return Applied("duplicate", event, job, True)
     milestone = (
         event.kind != EventKind.progress
         or (event.step or "") != prev_step

@@ -124,3 +124,58 @@ def test_progress_metrics_reach_clients_and_history(r: redis.Redis, relay: Relay
     assert payload["metrics"] == numbers and payload["etaSeconds"] == 131
     stored = relay.history.job_events(job.id)[-1]
     assert stored.metrics == numbers
+
+
+def test_an_event_that_arrives_after_the_final_state_stays_out_of_the_history(
+    r: redis.Redis, relay: Relay
+) -> None:
+    # Seen in the fault matrix (kill -9 redis): attempt 1's `running` was read by ws-relay
+    # just as Redis died, so it sat in the pending list until reclaimed, while attempt 2 ran
+    # to the end. It arrives last, with an older id than the final state.
+    job = Job(type="generate")
+    relay.apply([publish(r, events.created(job))])
+    late = publish(r, events.state(job.id, JobState.running))  # delivery lost with Redis
+    relay.apply(
+        [
+            publish(r, events.state(job.id, JobState.queued, attempt=2, message="retry")),
+            publish(r, events.state(job.id, JobState.running, attempt=2)),
+            publish(r, events.state(job.id, JobState.completed, attempt=2, result={"ok": 1})),
+        ]
+    )
+    first = relay.apply([late])
+    again = relay.apply([late])  # ...and once more: its ack was lost too
+
+    history = relay.history.job_events(job.id)
+    states = [e.state.value for e in history if e.kind.value == "state"]
+    assert states == ["queued", "running", "completed"]  # the final state is the last one
+    assert late[0] not in {e.event_id for e in history}
+    assert r.hget(keys.job(job.id), "state") == "completed"
+    assert late[0] not in {eid for eid, _ in r.xrange(keys.job_events(job.id))}
+    assert [o.status for o in first + again] == ["stale", "stale"]
+
+
+def test_a_stale_event_redelivered_stays_stale(r: redis.Redis, relay: Relay) -> None:
+    job = Job(type="generate")
+    relay.apply(run_job(r, job))
+    late = publish(r, events.state(job.id, JobState.running, message="late"))
+    outcomes = relay.apply([late]) + relay.apply([late])  # redelivered: its ack was lost
+    states = [e.state.value for e in relay.history.job_events(job.id) if e.kind.value == "state"]
+    assert states == ["running", "completed"]
+    assert [o.status for o in outcomes] == ["stale", "stale"]
+
+
+def test_events_applied_but_lost_before_sql_are_written_on_redelivery(
+    r: redis.Redis, relay: Relay
+) -> None:
+    job = Job(type="generate")
+    batch = run_job(r, job)
+    relay._apply_redis(batch)  # ws-relay died between Redis and the SQL commit
+    assert relay.history.job_events(job.id) == []
+    assert {o.status for o in relay.apply(batch)} == {"duplicate"}  # redelivered
+    history = relay.history.job_events(job.id)
+    # What was applied is what is recorded: the event ids, states and the result.
+    assert [e.event_id for e in history] == [sid for sid, _ in batch]
+    assert [(e.kind.value, e.state.value) for e in history][-1] == ("state", "completed")
+    assert history[-1].result == {"ok": 1}
+    stored = relay.history.get_job(job.id)
+    assert stored is not None and stored.state == JobState.completed
