@@ -35,6 +35,10 @@ MOUTH_BOX = (0.22, 0.62, 0.56, 0.42)  # x, y, w, h
 # talking mouth does not move it, and it moves with the head.
 UPPER_BOX = (0.10, 0.05, 0.80, 0.50)
 MAX_LAG = 5  # frames searched either way
+# Frames whose sound is this quiet (of the loudest frame's RMS) show the mouth at rest,
+# when at least MIN_RESTING_FRAMES of them do.
+QUIET = 0.02
+MIN_RESTING_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -96,22 +100,30 @@ def _cut(gray: Gray, box: tuple[int, int, int, int], dx: float, dy: float) -> Gr
 
 
 def mouth_motion(
-    portrait: npt.NDArray[np.uint8], frames: npt.NDArray[np.uint8]
+    portrait: npt.NDArray[np.uint8],
+    frames: npt.NDArray[np.uint8],
+    resting: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Per frame, how far the head-motion-compensated mouth region is from the portrait's."""
+    """Per frame, how far the head-motion-compensated mouth region is from the mouth at
+    rest: the median of the `resting` frames (the quiet ones) when there are a few, else
+    the portrait's. An animator may give a mouth a rest shape of its own (a smile's lips
+    closed between sentences); what must follow the speech is the motion away from it."""
     still = to_gray(portrait)
     face = face_box(still)
     upper, mouth = _part(face, UPPER_BOX), _part(face, MOUTH_BOX)
     ux, uy, uw, uh = upper
     reference = still[uy : uy + uh, ux : ux + uw]
     window = cv2.createHanningWindow((uw, uh), cv2.CV_32F)
-    rest = _cut(still, mouth, 0.0, 0.0)
-    out = np.empty(len(frames))
+    crops = np.empty((len(frames), mouth[3], mouth[2]), np.float32)
     for i, frame in enumerate(frames):
         gray = to_gray(frame)
         (dx, dy), _ = cv2.phaseCorrelate(reference, gray[uy : uy + uh, ux : ux + uw], window)
-        out[i] = np.abs(_cut(gray, mouth, dx, dy) - rest).mean()
-    return out
+        crops[i] = _cut(gray, mouth, dx, dy)
+    if resting is not None and resting.sum() >= MIN_RESTING_FRAMES:
+        rest = np.median(crops[resting], axis=0)
+    else:
+        rest = _cut(still, mouth, 0.0, 0.0)
+    return np.abs(crops - rest).mean(axis=(1, 2)).astype(np.float64)
 
 
 def frame_energy(
@@ -138,8 +150,8 @@ def mouth_sync(
     rate: int,
     fps: int,
 ) -> Sync:
-    motion = mouth_motion(portrait, frames)
     energy = frame_energy(audio, rate, fps, len(frames))
+    motion = mouth_motion(portrait, frames, resting=energy <= QUIET * energy.max())
     n = len(frames)
     scores = {}
     for lag in range(-MAX_LAG, MAX_LAG + 1):

@@ -222,7 +222,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 for p in c.procs:
                     assert p.poll() is None, logs(c)
                 try:
-                    return httpx.get(url + "/health", timeout=5).status_code == 200
+                    if httpx.get(url + "/health", timeout=5).status_code != 200:
+                        return False
+                    # Ready once every rendered function has registered (each replica
+                    # registers when its triggers run, possibly after the gateway is up).
+                    caps = httpx.get(url + "/api/capabilities", timeout=5).json()["functions"]
+                    return {"train", "generate", "status", "ws-relay"} <= set(caps)
                 except httpx.HTTPError:
                     return False
 
