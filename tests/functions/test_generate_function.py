@@ -141,7 +141,12 @@ def test_direct_generate_makes_a_browser_playable_mp4(
     assert len(frames) == info.frames and abs(len(audio) / RATE - info.duration_s) <= 0.05
     sync = mouth_sync(stage, frames, audio, RATE, 25)
     assert abs(sync.lag) <= 1, f"the mouth is out of step with the speech: {sync}"
-    assert sync.r >= 0.6, f"the mouth does not follow the speech: {sync}"
+    # 0.5, not the talking-head test's 0.6: here the mouth takes its shapes from the aligned
+    # phonemes (it closes on loud consonants), so its pixel motion follows the loudness
+    # less tightly (measured r 0.61) than a loudness-driven mouth; the lip gap itself
+    # follows it at r >= 0.6 (tests/animate/test_lipsync.py). A mouth that gets none of
+    # the speech scores about 0 (tests/mutations/mutate_01_delivered_video.py).
+    assert sync.r >= 0.5, f"the mouth does not follow the speech: {sync}"
 
     # Progress named each step, in order, and ended at 100.
     steps_seen = [m["step"] for m in messages if m.get("step")]
