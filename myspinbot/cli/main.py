@@ -93,7 +93,9 @@ def up(
         platform.serve_forever()
     except StartInterrupted:
         pass
-    except RuntimeError as exc:
+    except Exception as exc:
+        # Whatever failed (a start-up step, a function.yaml the runtime refuses), the servers
+        # started so far run in their own sessions: stop them, then say why, once.
         console.print(f"[red]{exc}[/]")
         platform.stop()
         raise SystemExit(1) from None

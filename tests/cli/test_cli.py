@@ -124,6 +124,31 @@ def test_a_failed_start_up_step_is_one_readable_error(tmp_path: Path) -> None:
     assert not left, f"processes left running in {data}: {left}"
 
 
+def test_a_function_yaml_the_runtime_refuses_stops_what_was_started(tmp_path: Path) -> None:
+    """A bad function.yaml (here a stream trigger where Nuclio would refuse it) is found after
+    Redis and S3 are up: `up` says what is wrong, stops them, and exits 1."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "handler.py").write_text("def handler(context, event):\n    return None\n")
+    (bad / "function.yaml").write_text(
+        "apiVersion: nuclio.io/v1\nkind: NuclioFunction\nmetadata:\n  name: bad\n"
+        "spec:\n  handler: handler:handler\n  triggers:\n    jobs:\n"
+        "      kind: redis-stream\n      attributes:\n        stream: jobs.bad\n"
+        "        consumerGroup: bad\n"
+    )
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSPINBOT_")}
+    argv = up_argv(free_port(), data, [bad])
+    result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "redis-stream" in out and "Traceback" not in out, out
+    left = [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and _cwd_in(Path("/proc") / pid, data)
+    ]
+    assert not left, f"processes left running in {data}: {left}"
+
+
 def _cwd_in(proc: Path, data: Path) -> bool:
     try:
         return Path(os.readlink(proc / "cwd")).is_relative_to(data)
