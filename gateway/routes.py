@@ -339,6 +339,20 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
             raise ApiError(422, f"{what} is not available: {reason}")
 
 
+async def _one_file(
+    request: Request, s: Services, field: str, what: str
+) -> tuple[StarletteUpload, bytes]:
+    """The single file of a one-file multipart upload, read within the upload limit."""
+    try:
+        form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
+    except Exception as exc:
+        raise ApiError(400, f"Could not read the upload: {exc}") from None
+    upload = form.get(field)
+    if not isinstance(upload, StarletteUpload):
+        raise ApiError(400, f"Add {what} in the `{field}` field", field=field)
+    return upload, await uploads.read_limited(upload, s.settings.max_upload_bytes, field)
+
+
 @router.post(
     "/portraits",
     status_code=201,
@@ -365,14 +379,7 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
 )
 async def upload_portrait(request: Request) -> JSONResponse:
     s = services(request)
-    try:
-        form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
-    except Exception as exc:
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
-    upload = form.get("image")
-    if not isinstance(upload, StarletteUpload):
-        raise ApiError(400, "Add the portrait in the `image` field", field="image")
-    data = await uploads.read_limited(upload, s.settings.max_upload_bytes, "image")
+    upload, data = await _one_file(request, s, "image", "the portrait")
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
     await anyio.to_thread.run_sync(uploads.check_face, upload.filename or "portrait", data)
     if s.store is None:
@@ -408,14 +415,7 @@ async def upload_portrait(request: Request) -> JSONResponse:
 )
 async def upload_narration(request: Request) -> JSONResponse:
     s = services(request)
-    try:
-        form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
-    except Exception as exc:
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
-    upload = form.get("audio")
-    if not isinstance(upload, StarletteUpload):
-        raise ApiError(400, "Add the recording in the `audio` field", field="audio")
-    data = await uploads.read_limited(upload, s.settings.max_upload_bytes, "audio")
+    upload, data = await _one_file(request, s, "audio", "the recording")
     name = upload.filename or "narration"
     seconds = await uploads.check_narration(name, data, s.settings.narration_max_seconds)
     if s.store is None:
