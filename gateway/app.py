@@ -14,7 +14,13 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import accounts_api, errors, routes
-from gateway.auth import TrustedHostMiddleware, bearer_matches, optional_user, websocket_user
+from gateway.auth import (
+    AuthMiddleware,
+    TrustedHostMiddleware,
+    bearer_matches,
+    optional_user,
+    websocket_user,
+)
 from gateway.hub import EVENT_ID
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
@@ -59,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Whole-request cap: every photo at the per-file limit plus room for the form.
     max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
     # Added last, so it runs first: a request for a foreign host name gets nothing else.
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
