@@ -68,7 +68,10 @@ class Services:
             hub=Hub(client, settings.ws_queue_size),
             metrics_registry=registry,
             # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
-            accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
+            accounts=Accounts(
+                create_db_engine(settings.sqlalchemy_url),
+                outage_grace_s=settings.auth_outage_grace_s,
+            ),
         )
 
     async def close(self) -> None:
