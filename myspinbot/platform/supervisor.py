@@ -323,7 +323,8 @@ class Platform:
             Child(
                 name="gateway",
                 argv=argv,
-                env=env,
+                # The host it serves is a trusted host name (gateway/auth.py) by default.
+                env={**env, "MYSPINBOT_HOST": self.settings.host},
                 log_path=self.data_dir / "logs" / "gateway.log",
                 info={"port": port},
             )
