@@ -6,7 +6,7 @@ the platform runs, so the long-lived supervisor does none of it itself (it would
 those modules resident for the rest of its life): it runs
 
     python -m myspinbot.platform.prepare export REPOSITORY
-    python -m myspinbot.platform.prepare storage
+    python -m myspinbot.platform.prepare storage     (also runs `accounts`)
     python -m myspinbot.platform.prepare accounts
 
 with the platform's MYSPINBOT_* environment and relays what they print (`run_step`).
@@ -107,6 +107,7 @@ def storage_step() -> None:
     settings = Settings()
     ArtifactStore.from_settings(settings).ensure_bucket()
     JobHistory(settings.sqlalchemy_url).close()  # migrates
+    accounts_step()  # in the same process: one interpreter start less for `up`
 
 
 def accounts_step() -> None:
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = parser.add_subparsers(dest="step", required=True)
     export = steps.add_parser("export", help="(Re-)export the base model when stale.")
     export.add_argument("repository", type=Path)
-    steps.add_parser("storage", help="Create the bucket, migrate the database.")
+    steps.add_parser(
+        "storage", help="Create the bucket, migrate the database, then the accounts step."
+    )
     steps.add_parser("accounts", help="Create the owner account and a login link.")
     args = parser.parse_args(argv)
     try:

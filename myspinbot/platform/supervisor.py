@@ -155,9 +155,7 @@ class Platform:
         )
         # The bucket and the schema exist before anyone writes (in a child: boto3 and
         # SQLAlchemy are not needed here afterwards).
-        self._run_step(["storage"], env)
-        self._check_stop()
-        self._run_step(["accounts"], env)
+        self._run_step(["storage"], env)  # and the accounts step (the owner, a login link)
         login_file = self.data_dir / "secrets" / LOGIN_TOKEN
         self.login_token = read_secret(login_file)
         login_file.unlink(missing_ok=True)  # it lives on only in the printed link
