@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from gateway.errors import ApiError
 from gateway.hub import Hub
 from myspinbot import keys
+from myspinbot.db.uploads import Uploads
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
@@ -36,6 +37,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    uploads: Uploads  # who uploaded each portrait and narration
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -59,6 +61,7 @@ class Services:
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
             hub=Hub(client, settings.ws_queue_size),
             metrics_registry=registry,
+            uploads=Uploads.open(settings.sqlalchemy_url),
         )
 
     async def close(self) -> None:
@@ -66,6 +69,7 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        self.uploads.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:

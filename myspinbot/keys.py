@@ -72,6 +72,12 @@ def idempotency(key: str) -> str:
 SUBMITS_PENDING = f"{PREFIX}submits:pending"
 
 
+def user_jobs(user_id: str) -> str:
+    """A member's unfinished jobs (ZSET, job id -> submit time) for the per-user limits:
+    submit.lua adds a job when it queues it and drops those it finds finished."""
+    return f"{PREFIX}user:{user_id}:jobs"
+
+
 # Function registry: one hash entry per running replica plus a heartbeat key with TTL.
 FUNCTIONS = f"{PREFIX}functions"
 
