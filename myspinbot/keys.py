@@ -61,9 +61,10 @@ def job_cancel(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:cancel"
 
 
-def idempotency(key: str) -> str:
-    """Job id and request hash of the submit that used this Idempotency-Key."""
-    return f"{PREFIX}idem:{key}"
+def idempotency(key: str, owner: str | None = None) -> str:
+    """Job id and request hash of the submit that used this Idempotency-Key. Each user
+    has their own keys: another user's equal key must neither find nor reveal the job."""
+    return f"{PREFIX}idem:{key}" if owner is None else f"{PREFIX}idem:{owner}:{key}"
 
 
 # Submits whose inputs are stored but which are not queued yet (ZSET, job id -> time).

@@ -101,7 +101,7 @@ async def accept(
     _, fields = events.xadd_args(events.created(job))
     res = await script(
         keys=[
-            keys.idempotency(idempotency_key) if idempotency_key else "",
+            keys.idempotency(idempotency_key, job.owner) if idempotency_key else "",
             keys.EVENTS,
             keys.job_stream(job.type),
             keys.SUBMITS_PENDING,
@@ -165,6 +165,7 @@ class DeadLetter:
     attempt: int
     function: str
     failed_at: float
+    owner: str | None = None  # the job's owner, from the job message
 
     def view(self) -> dict[str, Any]:
         return {
@@ -176,6 +177,7 @@ class DeadLetter:
             "attempt": self.attempt,
             "function": self.function,
             "failedAt": self.failed_at,
+            "owner": self.owner,
         }
 
 
@@ -194,17 +196,23 @@ def _dead_letter(stream: str, entry_id: str, fields: dict[str, str]) -> DeadLett
         attempt=int(fields.get("attempt", 0) or 0),
         function=fields.get("function", ""),
         failed_at=float(fields.get("failed_at", 0) or 0),
+        owner=body.get("owner"),
     )
 
 
-async def dead_letters(client: aioredis.Redis, limit: int) -> list[DeadLetter]:
-    """Dead letters of every job stream and of the events stream, newest first."""
+async def dead_letters(
+    client: aioredis.Redis, limit: int, owner: str | None = None
+) -> list[DeadLetter]:
+    """Dead letters of every job stream and of the events stream, newest first (`owner`:
+    only those of that user's jobs; the whole dead letter is read then, as it is short)."""
     out: list[DeadLetter] = []
     for stream in [keys.job_stream(t) for t in keys.JOB_TYPES] + [keys.EVENTS]:
         dead = keys.dead_letter(stream)
-        entries: Any = await client.xrevrange(dead, count=limit)
+        entries: Any = await client.xrevrange(dead, count=limit if owner is None else None)
         for entry_id, fields in entries:
-            out.append(_dead_letter(dead, entry_id, fields))
+            letter = _dead_letter(dead, entry_id, fields)
+            if owner is None or letter.owner == owner:
+                out.append(letter)
     out.sort(key=lambda d: d.failed_at, reverse=True)
     return out[:limit]
 
