@@ -18,7 +18,17 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from myspinbot.db.schema import job_events, jobs, metadata, profiles, schema_migrations, uploads
+from myspinbot.db.schema import (
+    api_tokens,
+    job_events,
+    jobs,
+    metadata,
+    profiles,
+    schema_migrations,
+    sessions,
+    uploads,
+    users,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +63,14 @@ def _add_owners(conn: Connection) -> None:
     metadata.create_all(conn, tables=[uploads], checkfirst=True)
 
 
+def _create_accounts(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[users, api_tokens, sessions], checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, job_events and profiles", _create_tables),
     Migration(2, "job_events.metrics", _add_event_metrics),
+    Migration(3, "users, api_tokens and sessions", _create_accounts),
     Migration(4, "owners of jobs, profiles and uploads", _add_owners),
 ]
 
