@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from gateway.errors import ApiError
 from gateway.hub import Hub
 from myspinbot import keys
-from myspinbot.db.uploads import Uploads
 from myspinbot.accounts import Accounts
 from myspinbot.db.history import create_db_engine
+from myspinbot.db.uploads import Uploads
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
