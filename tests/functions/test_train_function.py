@@ -123,6 +123,8 @@ def test_train_produces_a_loadable_profile(platform: RunningPlatform, tmp_path: 
 
     profiles = platform.get("/api/profiles").json()["profiles"]
     listed = next(pr for pr in profiles if pr["id"] == result["profileId"])
+    # The profile is the training job's owner's (here the owner account).
+    assert listed["owner"] == platform.get("/api/me").json()["id"]
     # Freshly signed download links on every listing (a stored link would expire).
     lora = next(a for a in listed["artifacts"] if a["name"] == "kohya_lora.safetensors")
     assert httpx.get(lora["url"]).content == (tmp_path / "kohya_lora.safetensors").read_bytes()
