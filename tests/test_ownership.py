@@ -22,12 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from gateway.app import create_app
 from myspinbot.settings import Settings
+from tests.db.test_ownership_history import OLD_TABLES
 from tests.media_fixtures import face_photos, voice_clip
 from tests.support import RunningPlatform, wait_for
 
@@ -351,6 +353,34 @@ def test_a_member_past_their_job_limit_gets_429_with_retry_after(world: World) -
     for job_id in held:
         wait_state(w, carol, job_id, {"cancelled", "completed"})
     assert submit(w, carol, {"steps": 1})
+
+
+# --- history from before accounts --------------------------------------------------------------
+
+
+def test_an_upgraded_platforms_history_belongs_to_the_owner_account(tmp_path: Path) -> None:
+    """A data directory from before accounts (a job and a profile, no owners): the first
+    `up` makes the owner account and gives it that history; members do not see it."""
+    data_dir = tmp_path / "upgraded"
+    data_dir.mkdir()
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'myspinbot.db'}")
+    with engine.begin() as conn:
+        for statement in OLD_TABLES:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+    platform = RunningPlatform(data_dir).start()
+    try:
+        owner = user_id(platform, platform.token)
+        job = platform.get("/api/jobs/old-job")
+        assert job.status_code == 200 and job.json()["owner"] == owner, job.text
+        profile = platform.get("/api/profiles/old-profile")
+        assert profile.status_code == 200 and profile.json()["owner"] == owner, profile.text
+        member = bearer(platform.add_user("newcomer"))
+        assert platform.get("/api/jobs/old-job", headers=member).status_code == 404
+        assert platform.get("/api/profiles", headers=member).json()["profiles"] == []
+        assert "from before accounts now belong to" in platform.log.read_text()
+    finally:
+        assert platform.stop() == 0
 
 
 # --- acceptance 1: the authorization matrix, from the OpenAPI document -------------------------

@@ -122,6 +122,13 @@ def _locked_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def adopt_history(engine: Engine) -> int:
+    """`adopt_unowned` in its own locked transaction (the start-up step that has just made
+    the owner account runs it, so the history is the owner's before any server starts)."""
+    with _locked_transaction(engine) as conn:
+        return adopt_unowned(conn)
+
+
 def migrate(engine: Engine) -> None:
     """Apply the migrations this database has not seen yet, in order."""
     for migration in MIGRATIONS:

@@ -120,6 +120,21 @@ def accounts_step() -> None:
         print(f"  accounts  created the owner account {done.owner.name!r} (admin)", flush=True)
     if done.new_cli_token:
         print(f"  accounts  the CLI's API token is in {where} (mode 0600)", flush=True)
+    # History from before accounts (an upgraded data directory) becomes the owner's.
+    from myspinbot.db.history import create_db_engine
+    from myspinbot.db.migrations import adopt_history
+
+    engine = create_db_engine(settings.sqlalchemy_url)
+    try:
+        adopted = adopt_history(engine)
+    finally:
+        engine.dispose()
+    if adopted:
+        print(
+            f"  accounts  {adopted} jobs, profiles and uploads from before accounts now "
+            f"belong to {done.owner.name!r}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
