@@ -99,6 +99,10 @@ def _add_platform_routes(app: FastAPI) -> None:
                 notices += [
                     f"{c}: {v['note']}" for c, v in f["capabilities"].items() if v.get("note")
                 ]
+            for name in s.settings.expected_functions:
+                functions.setdefault(
+                    name, {"status": "down", "replicas": 0, "error": "not registered yet"}
+                )
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]

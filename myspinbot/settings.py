@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     function_dirs: list[Path] | None = Field(
         None, description="Function directories `myspinbot up` runs (default: functions/*)."
     )
+    expected_functions: list[str] = Field(
+        [],
+        description="Functions the gateway's /health reports down until a replica of each "
+        "has registered (`myspinbot up` sets it to the functions it starts).",
+    )
     nuclio_processor_config: Path = Field(
         Path("/etc/nuclio/config/processor/processor.yaml"),
         description="Where Nuclio's processor keeps the deployed function config (read by a "

@@ -281,11 +281,15 @@ class Platform:
             "--port",
             str(port),
         ]
+        # /health stays degraded until every function started here has registered, so
+        # "ready" means all of them, not the ones that happened to be first.
+        names = [load_function_config(d).name for d in self.function_dirs]
+        gateway_env = {**env, "MYSPINBOT_EXPECTED_FUNCTIONS": json.dumps(names)}
         self.children.append(
             Child(
                 name="gateway",
                 argv=argv,
-                env=env,
+                env=gateway_env,
                 log_path=self.data_dir / "logs" / "gateway.log",
                 info={"port": port},
             )
