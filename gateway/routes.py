@@ -200,13 +200,9 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
     voice = form.get("voice")
     if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
         data = await uploads.read_limited(voice, limit, "voice")
-        files.append(
-            (
-                f"voice/{uploads.safe_name(voice.filename, 'voice')}",
-                data,
-                uploads.check_audio(voice.filename or "voice", data),
-            )
-        )
+        content_type = uploads.check_audio(voice.filename or "voice", data)
+        await uploads.check_voice_clip(voice.filename or "voice", data, voice_text, s.settings)
+        files.append((f"voice/{uploads.safe_name(voice.filename, 'voice')}", data, content_type))
 
     fingerprint = submit.request_hash(
         {

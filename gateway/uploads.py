@@ -10,6 +10,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from gateway.errors import ApiError
+from myspinbot.settings import Settings
 
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -61,6 +62,24 @@ async def check_narration(name: str, data: bytes, max_seconds: float) -> float:
     except NarrationRejected as exc:
         raise ApiError(exc.status, str(exc), field="audio") from None
     return speech.duration_s
+
+
+async def check_voice_clip(
+    name: str, data: bytes, transcript: str | None, settings: Settings
+) -> None:
+    """A readable 4xx for a voice clip training would refuse: not decodable, silent, too
+    short or long, or (where the words are needed and not given) no recognisable speech."""
+    import anyio.to_thread
+
+    from myspinbot.voice.build import screen_voice_clip
+    from myspinbot.voice.profile import VoiceError
+
+    try:
+        await anyio.to_thread.run_sync(screen_voice_clip, data, repr(name), transcript, settings)
+    except VoiceError as exc:
+        raise ApiError(
+            422, f"The voice clip {name!r} was not accepted: {exc}", field="voice"
+        ) from None
 
 
 def check_image(name: str, data: bytes, field: str = "images") -> str:
