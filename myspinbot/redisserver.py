@@ -70,9 +70,7 @@ class EmbeddedRedis(ServerProcess):
             not password or any(c.isspace() or c in "\"'\\" for c in password)
         ):
             # It is written into a config file line as it is.
-            raise ValueError(
-                "the Redis password must not be empty nor hold spaces, quotes or '\\'"
-            )
+            raise ValueError("the Redis password must not be empty nor hold spaces, quotes or '\\'")
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
