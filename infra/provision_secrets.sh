@@ -127,6 +127,7 @@ secret_names=(
     PGADMIN_PASSWORD           # pgAdmin's login
     OPEN_WEBUI_ADMIN_PASSWORD  # the chatbot profile: Open WebUI's admin account
     OPEN_WEBUI_SECRET_KEY      # the chatbot profile: signs Open WebUI's sessions
+    TRITON_ADMIN_KEY           # Triton's model-repository API (header x-myspinbot-admin-key)
 )
 for name in "${secret_names[@]}"; do
     if ! grep -q "^$name=" "$stack_env"; then
