@@ -23,7 +23,7 @@ from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.triton.client import host_port
-from myspinbot.triton.repository import LORA_MODEL_PREFIX, MODELS
+from myspinbot.triton.repository import LORA_MODEL_PREFIX, MODELS, admin_headers
 
 STATUS_RETRIES = 2
 REDIS_POOL_SIZE = 200
@@ -120,7 +120,18 @@ class Services:
         ready = await self.status.get(base + "/v2/health/ready")
         if ready.status_code != 200:
             raise RuntimeError(f"Triton at {base} is not ready (HTTP {ready.status_code})")
-        index = (await self.status.post(base + "/v2/repository/index", json={})).json()
+        # The index is a model-repository request: Triton wants the admin key for it.
+        answer = await self.status.post(
+            base + "/v2/repository/index",
+            json={},
+            headers=admin_headers(self.settings.triton_admin_key),
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(
+                f"Triton at {base} refused the model index (HTTP {answer.status_code}); "
+                "is MYSPINBOT_TRITON_ADMIN_KEY the key it was started with?"
+            )
+        index = answer.json()
         states = {m["name"]: m.get("state", "UNKNOWN") for m in index}
         not_ready = [f"{m}: {states.get(m, 'missing')}" for m in MODELS if states.get(m) != "READY"]
         if not_ready:

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
         description="Per-profile LoRA models kept loaded in Triton before the least "
         "recently used is unloaded (each holds a UNet copy).",
     )
+    # --- Hardened defaults (docs/security.md) -------------------------------------------
+    triton_admin_key: str | None = Field(
+        None,
+        description="Secret sent as header `x-myspinbot-admin-key` with Triton model-repository "
+        "requests (LoRA load/unload, the health check's index); tritonserver refuses them "
+        "without it. `myspinbot up` generates one into <data_dir>/secrets/triton-admin.key.",
+    )
 
     # --- Video generation -------------------------------------------------------------
     ollama_url: str | None = Field(

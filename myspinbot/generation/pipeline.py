@@ -455,7 +455,9 @@ def _render(
     subject = f"a photo of {token} person" if token else "a portrait photo of a person"
     prompt = f"{subject}, {params.stage}" if params.stage else subject
 
-    triton = TritonClient(settings.triton_url, retry_s=settings.triton_retry_s)
+    triton = TritonClient(
+        settings.triton_url, retry_s=settings.triton_retry_s, admin_key=settings.triton_admin_key
+    )
     try:
         loras = LoraModels(triton, deps.redis, max_loaded=settings.lora_models_max)
         unet, load_s = UNET, None

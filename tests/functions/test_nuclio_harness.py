@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_urlsafe
 from types import ModuleType
 from typing import Any
 
@@ -28,11 +29,14 @@ from myspinbot.storage import EmbeddedS3
 from tests.functions.nuclio_processor import processor_config
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+S3_KEYS = ("harness", token_urlsafe(24))
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedS3(tmp_path_factory.mktemp("s3")) as s3:
+    with EmbeddedS3(
+        tmp_path_factory.mktemp("s3"), access_key=S3_KEYS[0], secret_key=S3_KEYS[1]
+    ) as s3:
         yield s3.endpoint
 
 
@@ -46,6 +50,8 @@ def env(
 ) -> Iterator[None]:
     monkeypatch.setenv("MYSPINBOT_REDIS_URL", redis_url)
     monkeypatch.setenv("MYSPINBOT_S3_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("MYSPINBOT_S3_ACCESS_KEY", S3_KEYS[0])
+    monkeypatch.setenv("MYSPINBOT_S3_SECRET_KEY", S3_KEYS[1])
     monkeypatch.setenv("MYSPINBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'h.db'}")
     get_settings.cache_clear()
     # ws-relay's init_context starts a Redis restart watch and an input sweeper, daemon

@@ -71,7 +71,7 @@ def follow(
 
 
 def store(p: RunningPlatform) -> ArtifactStore:
-    return ArtifactStore(p.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret")
+    return p.store()
 
 
 def render(pipe: Any, seed: int = 0) -> np.ndarray:

@@ -284,11 +284,8 @@ def test_a_valid_train_upload_is_stored_and_queued(platform: RunningPlatform) ->
     params = platform.get(f"/api/jobs/{job_id}").json()["params"]
     assert params["name"] == "Ada" and params["options"]["steps"] == 10
     assert len(params["images"]) == 2 and params["voice"].endswith("v.wav")
-    from myspinbot.storage import ArtifactStore
 
-    store = ArtifactStore(
-        platform.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret"
-    )
+    store = platform.store()
     assert store.get_bytes(params["images"][0]) == png()
     # Everything sent arrived, as sent: the voice and its transcript too.
     assert set(params) == {"name", "options", "images", "voice", "voiceText"}, params

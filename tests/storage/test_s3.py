@@ -206,7 +206,7 @@ def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        server = EmbeddedS3(tmp_path / "root", port=port)
+        server = EmbeddedS3(tmp_path / "root", port=port, access_key=ACCESS, secret_key=SECRET)
         with pytest.raises(RuntimeError, match="address already in use"):
             server.start()
         assert not server.running
@@ -214,7 +214,7 @@ def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
 
 def test_embedded_rejects_short_access_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3"):
-        EmbeddedS3(tmp_path / "root", access_key="ak")
+        EmbeddedS3(tmp_path / "root", access_key="ak", secret_key=SECRET)
 
 
 def test_links_are_signed_for_the_public_endpoint(s3: EmbeddedS3) -> None:
