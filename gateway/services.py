@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.errors import ApiError
 from gateway.hub import Hub
+from gateway.links import Links
 from myspinbot import keys
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
@@ -36,6 +37,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    links: Links
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,14 +53,17 @@ class Services:
         registry.register(
             PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
         )
+        store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
+        links = Links(store, settings.link_ttl_s)
         return cls(
             settings=settings,
             redis=client,
             status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
-            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            store=store,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
-            hub=Hub(client, settings.ws_queue_size),
+            hub=Hub(client, settings.ws_queue_size, sign=links.message),
             metrics_registry=registry,
+            links=links,
         )
 
     async def close(self) -> None:
