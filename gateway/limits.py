@@ -11,13 +11,12 @@ Plain ASGI, like ObserveMiddleware: it wraps `receive` rather than buffering the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.middleware import _json
 from myspinbot.settings import Settings
 
 # Room for a multipart form's boundaries, headers and text fields beside its files.
@@ -147,24 +146,3 @@ def _content_length(scope: Scope) -> int | None:
         if name == b"content-length" and value.isdigit():
             return int(value)
     return None
-
-
-async def _json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    raw = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(raw)).encode()),
-                # No `connection: close`: closing with body bytes unread makes the kernel
-                # reset the connection, and a client still sending may never see this
-                # answer. uvicorn drops the rest of a body once the response is complete.
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})

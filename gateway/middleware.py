@@ -6,7 +6,9 @@ streams; at hundreds of requests per second that was a fifth of the gateway's CP
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,3 +39,24 @@ class ObserveMiddleware:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
             metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+
+
+async def _json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                # No `connection: close`: closing with body bytes unread makes the kernel
+                # reset the connection, and a client still sending may never see this
+                # answer. uvicorn drops the rest of a body once the response is complete.
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})

@@ -5,10 +5,15 @@ Routes (GET): /status/{id}, /jobs?limit&offset&type&state, /jobs/{id},
 
 Answers carry artifact keys, not links: the gateway signs short-lived links as it
 answers (gateway/links.py), so no signed URL passes through or is logged here.
+
+Only the platform may ask: every route but /healthz (for liveness probes; it says only
+"ok") needs `Authorization: Bearer <MYSPINBOT_INTERNAL_TOKEN>`, which the gateway sends
+after checking who its caller is. Without a configured token nothing is answered.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import redis
@@ -27,6 +32,8 @@ def init_context(context: Any) -> None:
     history = JobHistory(settings.sqlalchemy_url)
     context.user_data.history = history
     context.user_data.queries = JobQueries(client, history)
+    internal = settings.internal_token
+    context.user_data.internal_token = internal.get_secret_value() if internal else None
     context.user_data.capabilities = {"status": {"available": True}}
     join(context, handler)  # under Nuclio: register this replica with the platform
 
@@ -52,6 +59,15 @@ def handler(context: Any, event: Any) -> Any:
     if parts == ["healthz"]:
         context.user_data.history.ping()
         return _json(context, 200, {"status": "ok"})
+    if not _internal(context, event):
+        return _json(
+            context,
+            401,
+            {
+                "error": "Only the platform may call this function: send the internal token "
+                "(MYSPINBOT_INTERNAL_TOKEN) as `Authorization: Bearer ...`."
+            },
+        )
     if len(parts) == 2 and parts[0] == "status":
         job = q.get(parts[1])
         if job is None:
@@ -86,6 +102,18 @@ def handler(context: Any, event: Any) -> Any:
             return _json(context, 404, {"error": f"No profile with id {parts[1]!r}"})
         return _json(context, 200, _profile_view(context, profile))
     return _json(context, 404, {"error": f"Unknown path {event.path!r}"})
+
+
+def _internal(context: Any, event: Any) -> bool:
+    expected = context.user_data.internal_token
+    headers = event.headers or {}
+    header = str(headers.get("Authorization") or headers.get("authorization") or "")
+    scheme, _, value = header.partition(" ")
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), expected.encode())
+    )
 
 
 def _profile_view(context: Any, profile: ProfileRecord) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from tests.support import RunningPlatform, wait_for
 
@@ -52,15 +51,8 @@ def open_chunked(p: RunningPlatform, path: str, content_type: str) -> socket.soc
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{p.port}\r\n"
         f"Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
     )
-    sock.sendall(
-        (head + "".join(f"{k}: {v}\r\n" for k, v in p_headers(p).items()) + "\r\n").encode()
-    )
+    sock.sendall((head + "".join(f"{k}: {v}\r\n" for k, v in p.headers.items()) + "\r\n").encode())
     return sock
-
-
-def p_headers(p: RunningPlatform) -> dict[str, str]:
-    """The credential the platform's own helpers send, once it has one."""
-    return dict(getattr(p, "headers", {}) or {})
 
 
 def chunk(data: bytes) -> bytes:
@@ -147,7 +139,7 @@ def test_announced_json_body_over_the_limit_is_refused_before_it_is_read(
     resp = platform.post(
         "/api/generate",
         content=b"{" + b" " * (70 * 1024) + b"}",
-        headers={"Content-Type": "application/json", **p_headers(platform)},
+        headers={"Content-Type": "application/json", **platform.headers},
     )
     assert resp.status_code == 413, resp.text
     assert "the limit for /api/generate is 64 KB" in resp.json()["error"], resp.text
@@ -161,7 +153,7 @@ def test_a_chunked_json_body_within_the_limit_is_read(platform: RunningPlatform)
     resp = httpx.post(
         platform.url + "/api/generate",
         content=parts(),
-        headers={"Content-Type": "application/json", **p_headers(platform)},
+        headers={"Content-Type": "application/json", **platform.headers},
         timeout=30,
     )
     assert resp.status_code == 202, resp.text
@@ -174,7 +166,7 @@ def test_too_many_uploads_at_once_get_503_with_retry_after(platform: RunningPlat
     files = {"image": ("b.png", b"not really a png", "image/png")}
 
     def second() -> httpx.Response | None:
-        resp = platform.post("/api/portraits", files=files, headers=p_headers(platform))
+        resp = platform.post("/api/portraits", files=files)
         return resp if resp.status_code == 503 else None
 
     try:
@@ -186,12 +178,7 @@ def test_too_many_uploads_at_once_get_503_with_retry_after(platform: RunningPlat
     # Once the first one has gone, the next upload is read (and judged on its content).
     resp = wait_for(
         lambda: (
-            r
-            if (
-                r := platform.post("/api/portraits", files=files, headers=p_headers(platform))
-            ).status_code
-            != 503
-            else None
+            r if (r := platform.post("/api/portraits", files=files)).status_code != 503 else None
         ),
         timeout=30,
         what="the upload slot to be free again",
@@ -202,7 +189,7 @@ def test_too_many_uploads_at_once_get_503_with_retry_after(platform: RunningPlat
 def test_websocket_message_over_the_json_limit_closes_the_connection(
     platform: RunningPlatform,
 ) -> None:
-    with connect(platform.url.replace("http", "ws", 1) + "/ws") as ws:
+    with platform.ws() as ws:
         ws.send(json.dumps({"type": "subscribe", "jobId": "x" * (70 * 1024)}))
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=30)
