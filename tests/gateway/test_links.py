@@ -25,6 +25,7 @@ from tests.functions.test_train_function import follow, submit
 from tests.media_fixtures import voice_clip
 from tests.support import FUNCTIONS, RunningPlatform, wait_for
 
+pytestmark = pytest.mark.timeout(900)  # a real training and video per database
 LINK_TTL_S = 10
 # How a signed S3 URL gives itself away (SigV4 and the older SigV2 query forms).
 SIGNATURE_MARKS = (b"x-amz-signature", b"signature=")
@@ -47,7 +48,10 @@ def platform(
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "train", "generate")]
     env = {
         "MYSPINBOT_LINK_TTL_S": str(LINK_TTL_S),
+        # The cheapest video: links are what is tested here, not its looks.
         "MYSPINBOT_VIDEO_SIZE": "128",
+        "MYSPINBOT_UPSCALER": "lanczos",
+        "MYSPINBOT_ANIMATOR": "weightfree",
         "MYSPINBOT_DATABASE_URL": database_url,
     }
     p = RunningPlatform(tmp_path_factory.mktemp("links"), functions=functions, env=env)
