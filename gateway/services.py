@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.errors import ApiError
 from gateway.hub import Hub
+from gateway.links import Links
 from myspinbot import keys
 from myspinbot.accounts import Accounts
 from myspinbot.db.history import create_db_engine
@@ -38,6 +39,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    links: Links
     accounts: Accounts
 
     @classmethod
@@ -59,14 +61,17 @@ class Services:
         status_headers = (
             {"Authorization": f"Bearer {internal.get_secret_value()}"} if internal else {}
         )
+        store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
+        links = Links(store, settings.link_ttl_s)
         return cls(
             settings=settings,
             redis=client,
             status=httpx.AsyncClient(base_url=status_url, timeout=10.0, headers=status_headers),
-            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            store=store,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
-            hub=Hub(client, settings.ws_queue_size),
+            hub=Hub(client, settings.ws_queue_size, sign=links.message),
             metrics_registry=registry,
+            links=links,
             # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
             accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
         )
