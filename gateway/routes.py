@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -26,6 +26,7 @@ from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
 from myspinbot.speech.narration import narration_key
+from myspinbot.storage import ArtifactStore
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
@@ -222,23 +223,11 @@ async def train(
     if voice_text and len(voice_text) > 2000:
         raise ApiError(400, "`voice_text` is limited to 2000 characters", field="voice_text")
 
-    files: list[tuple[str, bytes, str]] = []
-    for i, upload in enumerate(images):
-        data = await uploads.read_limited(upload, limit, "images")
-        content_type = uploads.check_image(upload.filename or f"image {i + 1}", data)
-        files.append(
-            (f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data, content_type)
-        )
     voice = form.get("voice")
-    if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
-        data = await uploads.read_limited(voice, limit, "voice")
-        files.append(
-            (
-                f"voice/{uploads.safe_name(voice.filename, 'voice')}",
-                data,
-                uploads.check_audio(voice.filename or "voice", data),
-            )
-        )
+    clip = voice if isinstance(voice, StarletteUpload) and (voice.filename or voice.size) else None
+    files = await uploads.stage_training(images, clip, limit)
+    if clip is not None:
+        await uploads.check_voice_clip(clip.filename or "voice", clip.file, voice_text, s.settings)
 
     fingerprint = submit.request_hash(
         {
@@ -246,7 +235,7 @@ async def train(
             "name": name,
             "options": options.model_dump(mode="json"),
             "voiceText": voice_text,
-            "files": [(rel, hashlib.sha256(data).hexdigest()) for rel, data, _ in files],
+            "files": [(f.rel, f.sha256) for f in files],
         }
     )
     known = await _known(s, user, idempotency_key, fingerprint)
@@ -292,16 +281,15 @@ def _train_options(raw: Any) -> TrainOptions:
         raise ApiError(422, f"options: {message}", field="options", details=details) from None
 
 
-def _store_inputs(
-    s: Services, job_id: str, files: list[tuple[str, bytes, str]]
-) -> list[tuple[str, str]]:
+def _store_inputs(s: Services, job_id: str, files: list[uploads.Staged]) -> list[tuple[str, str]]:
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     stored = []
-    for rel, data, content_type in files:
-        key = f"jobs/{job_id}/inputs/{rel}"
-        s.store.put_bytes(key, data, content_type)
-        stored.append((key, content_type))
+    for f in files:
+        key = f"jobs/{job_id}/inputs/{f.rel}"
+        f.file.seek(0)
+        s.store.put_fileobj(key, f.file, f.content_type)  # from the spool, in chunks
+        stored.append((key, f.content_type))
     return stored
 
 
@@ -378,10 +366,8 @@ async def _check_generate(s: Services, user: ownership.Viewer, body: GenerateReq
             raise ApiError(422, f"{what} is not available: {reason}")
 
 
-async def _one_file(
-    request: Request, s: Services, field: str, what: str
-) -> tuple[StarletteUpload, bytes]:
-    """The single file of a one-file multipart upload, read within the upload limit."""
+async def _one_file(request: Request, s: Services, field: str, what: str) -> StarletteUpload:
+    """The single file of a one-file multipart upload, within the per-file limit."""
     try:
         form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
     except Exception as exc:
@@ -389,7 +375,8 @@ async def _one_file(
     upload = form.get(field)
     if not isinstance(upload, StarletteUpload):
         raise ApiError(400, f"Add {what} in the `{field}` field", field=field)
-    return upload, await uploads.read_limited(upload, s.settings.max_upload_bytes, field)
+    uploads.check_size(upload, s.settings.max_upload_bytes, field)
+    return upload
 
 
 @router.post(
@@ -418,14 +405,21 @@ async def _one_file(
 )
 async def upload_portrait(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "image", "the portrait")
+    upload = await _one_file(request, s, "image", "the portrait")
+    data = await upload.read()  # within the per-file limit; decoded whole to find the face
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
     await anyio.to_thread.run_sync(uploads.check_face, upload.filename or "portrait", data)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     portrait_id = new_job_id()
+    key = portrait_key(portrait_id)
     await _store_upload(
-        s, user, "portrait", portrait_id, portrait_key(portrait_id), data, content_type
+        s,
+        user,
+        "portrait",
+        portrait_id,
+        key,
+        lambda store: store.put_bytes(key, data, content_type),
     )
     return JSONResponse({"portraitId": portrait_id}, status_code=201)
 
@@ -456,15 +450,21 @@ async def upload_portrait(request: Request, user: CurrentUser) -> JSONResponse:
 )
 async def upload_narration(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "audio", "the recording")
+    upload = await _one_file(request, s, "audio", "the recording")
     name = upload.filename or "narration"
-    seconds = await uploads.check_narration(name, data, s.settings.narration_max_seconds)
+    seconds = await uploads.check_narration(name, upload.file, s.settings.narration_max_seconds)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     narration_id = new_job_id()
-    content_type = uploads.check_audio(name, data, field="audio")
+    content_type = uploads.check_audio(name, upload.file, field="audio")
+    key = narration_key(narration_id)
     await _store_upload(
-        s, user, "narration", narration_id, narration_key(narration_id), data, content_type
+        s,
+        user,
+        "narration",
+        narration_id,
+        key,
+        lambda store: store.put_fileobj(key, upload.file, content_type),
     )
     body = {"narrationId": narration_id, "durationSeconds": round(seconds, 3)}
     return JSONResponse(body, status_code=201)
@@ -476,14 +476,13 @@ async def _store_upload(
     kind: UploadKind,
     upload_id: str,
     key: str,
-    data: bytes,
-    content_type: str,
+    put: Callable[[ArtifactStore], object],
 ) -> None:
-    """Store an upload and record its uploader; an upload that cannot be recorded is not
-    kept (nobody could use it)."""
+    """Store an upload (`put`, blocking: run in a thread) and record its uploader; an
+    upload that cannot be recorded is not kept (nobody could use it)."""
     assert s.store is not None
     store = s.store
-    await anyio.to_thread.run_sync(store.put_bytes, key, data, content_type)
+    await anyio.to_thread.run_sync(put, store)
     try:
         await anyio.to_thread.run_sync(s.uploads.add, kind, upload_id, user.id)
     except BaseException:
@@ -502,7 +501,8 @@ OwnerFilter = Annotated[
 
 @router.get("/status/{job_id}", summary="A job's current state")
 async def status(job_id: str, request: Request, user: CurrentUser) -> Any:
-    return await ownership.job_status(services(request), user, job_id)
+    s = services(request)
+    return s.links.job(await ownership.job_status(s, user, job_id))
 
 
 @router.get("/jobs", summary="Jobs, newest first (yours; an admin's: everyone's)")
@@ -527,12 +527,14 @@ async def jobs(
         params["type"] = type
     if state:
         params["state"] = state
-    return await services(request).query("/jobs", params)
+    s = services(request)
+    return s.links.jobs(await s.query("/jobs", params))
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
 async def job_detail(job_id: str, request: Request, user: CurrentUser) -> Any:
-    return await ownership.job_detail(services(request), user, job_id)
+    s = services(request)
+    return s.links.job(await ownership.job_detail(s, user, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
@@ -597,12 +599,14 @@ async def profiles(request: Request, user: CurrentUser, owner: OwnerFilter = Non
     whose = ownership.list_owner(user, owner)
     if isinstance(whose, ownership.Nobody):
         return {"profiles": []}
-    return await services(request).query("/profiles", {"owner": whose} if whose else None)
+    s = services(request)
+    return s.links.profiles(await s.query("/profiles", {"owner": whose} if whose else None))
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")
 async def profile(profile_id: str, request: Request, user: CurrentUser) -> Any:
-    return await ownership.profile(services(request), user, profile_id)
+    s = services(request)
+    return s.links.profile(await ownership.profile(s, user, profile_id))
 
 
 @router.get("/capabilities", summary="What each running function provides")
