@@ -76,7 +76,10 @@ class Services:
             uploads=Uploads.open(settings.sqlalchemy_url),
             links=links,
             # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
-            accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
+            accounts=Accounts(
+                create_db_engine(settings.sqlalchemy_url),
+                outage_grace_s=settings.auth_outage_grace_s,
+            ),
         )
 
     async def close(self) -> None:
