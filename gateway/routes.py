@@ -437,7 +437,7 @@ async def jobs(
     if state:
         params["state"] = state
     s = services(request)
-    return s.links.jobs(await s.query("/jobs", params))
+    return await s.links.jobs(await s.query("/jobs", params))
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
@@ -491,7 +491,7 @@ async def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=10
 @router.get("/profiles", summary="Trained profiles")
 async def profiles(request: Request) -> Any:
     s = services(request)
-    return s.links.profiles(await s.query("/profiles"))
+    return await s.links.profiles(await s.query("/profiles"))
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")
