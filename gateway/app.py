@@ -14,7 +14,13 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import accesslog, accounts_api, errors, routes
-from gateway.auth import TrustedHostMiddleware, bearer_matches, optional_user, websocket_user
+from gateway.auth import (
+    AuthMiddleware,
+    TrustedHostMiddleware,
+    bearer_matches,
+    optional_user,
+    websocket_user,
+)
 from gateway.hub import EVENT_ID
 from gateway.limits import BodyLimitMiddleware, BodyLimits
 from gateway.middleware import ObserveMiddleware
@@ -59,13 +65,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # The last added runs first: metrics see the limits' 413 and 503 answers too.
+    # The last added runs first. Body limits inside authentication: a stranger's upload
+    # is refused at its headers and never takes an upload slot. Metrics see every answer.
     app.add_middleware(
         BodyLimitMiddleware,
         limits=BodyLimits.from_settings(settings),
         max_uploads=settings.max_concurrent_uploads,
         retry_after_s=settings.upload_retry_after_s,
     )
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(ObserveMiddleware)
     # Added last, so it runs first: a request for a foreign host name gets nothing else.
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import anyio.to_thread
 from fastapi import Depends, Request, WebSocket
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,29 +50,35 @@ def accounts_of(conn: HTTPConnection) -> Accounts:
 
 async def _identify(conn: HTTPConnection, bearer: str | None, cookie: str | None) -> User | None:
     accounts = accounts_of(conn)
-    if bearer is not None:
-        user = await anyio.to_thread.run_sync(accounts.verify_token, bearer)
-        conn.state.auth_via = "bearer"
-        return user
-    if cookie:
-        user = await anyio.to_thread.run_sync(accounts.session_user, cookie)
-        conn.state.auth_via = "cookie"
-        return user
+    try:
+        if bearer is not None:
+            conn.state.auth_via = "bearer"
+            return await anyio.to_thread.run_sync(accounts.verify_token, bearer)
+        if cookie:
+            conn.state.auth_via = "cookie"
+            return await anyio.to_thread.run_sync(accounts.session_user, cookie)
+    except DBAPIError as exc:  # the accounts live in SQL: an outage is a 503, not a 500
+        raise ApiError(
+            503, f"The account database is not answering ({type(exc).__name__}); try again"
+        ) from None
     return None
 
 
-async def require_user(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
-) -> User:
-    """The signed-in user, or 401 (403 for a cookie request that fails the CSRF check)."""
+async def authenticate(request: Request) -> User:
+    """The signed-in user, or ApiError 401 (403 for a cookie request that fails the CSRF
+    check). Done once per request: the result is kept on request.state."""
     cached: User | None = getattr(request.state, "user", None)
     if cached is not None:
         return cached
-    if bearer is None and request.headers.get("authorization"):
-        raise ApiError(401, "The Authorization header must be `Bearer <token>`. " + SIGN_IN)
-    user = await _identify(request, bearer.credentials if bearer else None, cookie)
+    header = request.headers.get("authorization")
+    bearer = None
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ApiError(401, "The Authorization header must be `Bearer <token>`. " + SIGN_IN)
+        bearer = value.strip()
+    cookie = request.cookies.get(SESSION_COOKIE)
+    user = await _identify(request, bearer, cookie)
     if user is None:
         if bearer is not None or cookie:
             raise ApiError(
@@ -84,13 +91,51 @@ async def require_user(
     return user
 
 
+async def require_user(
+    request: Request,
+    # Declared for the OpenAPI document (security schemes); `authenticate` reads both.
+    _bearer_scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _cookie_scheme: Annotated[str | None, Depends(_cookie)],
+) -> User:
+    return await authenticate(request)
+
+
+OPEN_API_ROUTES = frozenset({("POST", "/api/session")})  # signing in is how one gets a user
+
+
+class AuthMiddleware:
+    """Authenticates every /api request before the route reads its body: a stranger's
+    upload is refused at its headers, and no validation error tells a stranger anything.
+    (The routes' `require_user` dependency then finds the user on request.state.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and (path == "/api" or path.startswith("/api/"))
+            and (scope["method"], path.rstrip("/")) not in OPEN_API_ROUTES
+        ):
+            try:
+                await authenticate(Request(scope))
+            except ApiError as exc:
+                await _json(send, exc.status, {"error": exc.message})
+                return
+        await self.app(scope, receive, send)
+
+
 async def optional_user(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> User | None:
     """The user when the request carries a valid credential, else None (never an error)."""
-    return await _identify(request, bearer.credentials if bearer else None, cookie)
+    try:
+        return await _identify(request, bearer.credentials if bearer else None, cookie)
+    except ApiError:
+        return None
 
 
 def is_admin(user: User) -> bool:
@@ -150,8 +195,14 @@ async def websocket_user(websocket: WebSocket) -> tuple[int, str] | User:
     bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
     if header and bearer is None:
         return 401, "The Authorization header must be `Bearer <token>`. " + SIGN_IN
-    user = await _identify(websocket, bearer, websocket.cookies.get(SESSION_COOKIE))
+    cookie = websocket.cookies.get(SESSION_COOKIE)
+    try:
+        user = await _identify(websocket, bearer, cookie)
+    except ApiError as exc:
+        return exc.status, exc.message
     if user is None:
+        if bearer is not None or cookie:
+            return 401, "This token or session is not valid (revoked or expired). " + SIGN_IN
         return 401, SIGN_IN
     websocket.state.user = user
     return user

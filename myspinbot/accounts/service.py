@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, update
 
 from myspinbot.accounts.models import (
     ROLES,
@@ -32,6 +32,24 @@ from myspinbot.db.schema import api_tokens, sessions, users
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_NAME_MAX = 100
 OWNER_NAME = "owner"
+
+
+# The per-request lookups, built once (building a statement costs more than running it).
+_ACTIVE_TOKEN = (
+    select(users, api_tokens.c.id.label("token_id"))
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(
+        api_tokens.c.token_hash == bindparam("hash"),
+        api_tokens.c.purpose == bindparam("purpose"),
+        api_tokens.c.revoked_at.is_(None),
+        or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > bindparam("now")),
+    )
+)
+_SESSION_USER = (
+    select(users)
+    .join(sessions, sessions.c.user_id == users.c.id)
+    .where(and_(sessions.c.id == bindparam("hash"), sessions.c.expires_at > bindparam("now")))
+)
 
 
 def _user(row: Any) -> User:
@@ -202,18 +220,9 @@ class Accounts:
             )
         return True
 
-    def _active(self, secret: str, purpose: Purpose) -> Any:
-        now = time.time()
-        return (
-            select(users, api_tokens.c.id.label("token_id"))
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(
-                api_tokens.c.token_hash == hash_secret(secret),
-                api_tokens.c.purpose == purpose,
-                api_tokens.c.revoked_at.is_(None),
-                or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > now),
-            )
-        )
+    def _active(self, conn: Any, secret: str, purpose: Purpose) -> Any:
+        params = {"hash": hash_secret(secret), "purpose": purpose, "now": time.time()}
+        return conn.execute(_ACTIVE_TOKEN, params).first()
 
     def verify_token(self, token: str) -> User | None:
         """The user of an active API token; None for anything else (unknown, revoked,
@@ -221,7 +230,7 @@ class Accounts:
         if not looks_like_token(token):
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(self._active(token, "api")).first()
+            row = self._active(conn, token, "api")
         return _user(row) if row else None
 
     # --- one-time login links and sessions -------------------------------------------------------
@@ -245,9 +254,9 @@ class Accounts:
             return None
         now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(self._active(credential, "api")).first()
+            row = self._active(conn, credential, "api")
             if row is None:
-                row = conn.execute(self._active(credential, "login")).first()
+                row = self._active(conn, credential, "login")
                 if row is None:
                     return None
                 # Used once: the guarded UPDATE lets only one of two racing exchanges win.
@@ -272,13 +281,9 @@ class Accounts:
     def session_user(self, secret: str) -> User | None:
         if not looks_like_token(secret):
             return None
-        query = (
-            select(users)
-            .join(sessions, sessions.c.user_id == users.c.id)
-            .where(and_(sessions.c.id == hash_secret(secret), sessions.c.expires_at > time.time()))
-        )
+        params = {"hash": hash_secret(secret), "now": time.time()}
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_SESSION_USER, params).first()
         return _user(row) if row else None
 
     def end_session(self, secret: str) -> None:

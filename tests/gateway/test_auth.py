@@ -45,6 +45,22 @@ def test_every_api_operation_needs_a_credential(platform: RunningPlatform) -> No
             assert SIGN_IN in resp.json()["error"], resp.text
 
 
+def test_a_stranger_learns_nothing_from_validation(platform: RunningPlatform) -> None:
+    """Authentication comes before the body is read: no 400/422 (or 404) for strangers."""
+    for method, path, kw in (
+        (
+            "POST",
+            "/api/generate",
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        ),
+        ("POST", "/api/generate", {"json": {"mode": "nonsense"}}),
+        ("POST", "/api/train", {"files": {"images": ("a.jpg", b"x")}}),
+        ("GET", "/api/no-such-route", {}),
+    ):
+        resp = httpx.request(method, platform.url + path, timeout=30, **kw)  # type: ignore[arg-type]
+        assert resp.status_code == 401, (path, resp.text)
+
+
 def test_the_owner_is_an_admin(platform: RunningPlatform) -> None:
     me = platform.get("/api/me")
     assert me.status_code == 200 and me.json()["name"] == "owner" and me.json()["role"] == "admin"
