@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, Request, WebSocket
@@ -40,7 +40,6 @@ _bearer = HTTPBearer(auto_error=False, description="An API token (`msb_...`).")
 _cookie = APIKeyCookie(
     name=SESSION_COOKIE, auto_error=False, description="The web UI's session cookie."
 )
-Via = Literal["bearer", "cookie"]
 
 
 def accounts_of(conn: HTTPConnection) -> Accounts:

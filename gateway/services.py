@@ -73,7 +73,10 @@ class Services:
             metrics_registry=registry,
             links=links,
             # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
-            accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
+            accounts=Accounts(
+                create_db_engine(settings.sqlalchemy_url),
+                outage_grace_s=settings.auth_outage_grace_s,
+            ),
         )
 
     async def close(self) -> None:

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(
         7 * 24 * 3600, gt=0, description="How long a browser session lasts after sign-in."
     )
+    auth_outage_grace_s: float = Field(
+        900.0,
+        ge=0,
+        description="While SQL is unreachable, a credential SQL accepted within this many "
+        "seconds keeps working (jobs go on through an outage); 0: none does.",
+    )
     login_link_ttl_s: float = Field(
         24 * 3600, gt=0, description="How long the one-time login link `up` prints works."
     )

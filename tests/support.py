@@ -139,6 +139,11 @@ class RunningPlatform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        """Headers to act as another user: `platform.get(path, headers=platform.bearer(t))`."""
+        return {"Authorization": f"Bearer {token}"}
+
     @property
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"

@@ -10,9 +10,21 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
 
 from myspinbot.accounts.models import (
     ROLES,
@@ -24,6 +36,7 @@ from myspinbot.accounts.models import (
     TokenInfo,
     User,
 )
+from myspinbot.accounts.outage import RecentlyVerified
 from myspinbot.accounts.tokens import hash_secret, looks_like_token, new_secret
 from myspinbot.db.history import create_db_engine
 from myspinbot.db.migrations import migrate
@@ -36,7 +49,7 @@ OWNER_NAME = "owner"
 
 # The per-request lookups, built once (building a statement costs more than running it).
 _ACTIVE_TOKEN = (
-    select(users, api_tokens.c.id.label("token_id"))
+    select(users, api_tokens.c.id.label("token_id"), api_tokens.c.expires_at)
     .join(api_tokens, api_tokens.c.user_id == users.c.id)
     .where(
         api_tokens.c.token_hash == bindparam("hash"),
@@ -46,7 +59,7 @@ _ACTIVE_TOKEN = (
     )
 )
 _SESSION_USER = (
-    select(users)
+    select(users, sessions.c.expires_at)
     .join(sessions, sessions.c.user_id == users.c.id)
     .where(and_(sessions.c.id == bindparam("hash"), sessions.c.expires_at > bindparam("now")))
 )
@@ -69,8 +82,11 @@ def _token_info(row: Any) -> TokenInfo:
 
 
 class Accounts:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, outage_grace_s: float = 0.0) -> None:
+        """`outage_grace_s`: how long a credential SQL accepted keeps working while SQL
+        cannot be reached (outage.py); 0 turns that off."""
         self.engine = engine
+        self._recent = RecentlyVerified(outage_grace_s) if outage_grace_s > 0 else None
 
     @classmethod
     def open(cls, url: str) -> Accounts:
@@ -229,8 +245,23 @@ class Accounts:
         expired, a login-link token)."""
         if not looks_like_token(token):
             return None
-        with self.engine.connect() as conn:
-            row = self._active(conn, token, "api")
+        return self._lookup("t" + hash_secret(token), lambda conn: self._active(conn, token, "api"))
+
+    def _lookup(self, key: str, query: Callable[[Connection], Any]) -> User | None:
+        """Run a credential lookup; while SQL is away, answer from what it said recently."""
+        try:
+            with self.engine.connect() as conn:
+                row = query(conn)
+        except DBAPIError:
+            user = self._recent.recall(key) if self._recent else None
+            if user is None:
+                raise
+            return user
+        if self._recent is not None:
+            if row is None:
+                self._recent.forget(key)
+            else:
+                self._recent.remember(key, _user(row), row.expires_at)
         return _user(row) if row else None
 
     # --- one-time login links and sessions -------------------------------------------------------
@@ -281,11 +312,12 @@ class Accounts:
     def session_user(self, secret: str) -> User | None:
         if not looks_like_token(secret):
             return None
-        params = {"hash": hash_secret(secret), "now": time.time()}
-        with self.engine.connect() as conn:
-            row = conn.execute(_SESSION_USER, params).first()
-        return _user(row) if row else None
+        digest = hash_secret(secret)
+        params = {"hash": digest, "now": time.time()}
+        return self._lookup("s" + digest, lambda conn: conn.execute(_SESSION_USER, params).first())
 
     def end_session(self, secret: str) -> None:
+        if self._recent is not None:
+            self._recent.forget("s" + hash_secret(secret))
         with self.engine.begin() as conn:
             conn.execute(delete(sessions).where(sessions.c.id == hash_secret(secret)))
