@@ -65,8 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # The last added runs first. A stranger is refused at the headers, before the body
-    # limits read a byte (AuthMiddleware); metrics see every answer, 401 and 413 too.
+    # The last added runs first. Body limits inside authentication: a stranger's upload
+    # is refused at its headers and never takes an upload slot. Metrics see every answer.
     app.add_middleware(
         BodyLimitMiddleware,
         limits=BodyLimits.from_settings(settings),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
+
 from myspinbot.storage import ArtifactStore
 from myspinbot.storage.links import signed_artifact, signed_result
 
@@ -35,8 +37,13 @@ class Links:
             ]
         return out
 
-    def jobs(self, page: dict[str, Any]) -> dict[str, Any]:
-        return {**page, "jobs": [self.job(j) for j in page.get("jobs", [])]}
+    async def jobs(self, page: dict[str, Any]) -> dict[str, Any]:
+        # botocore takes a few hundred microseconds per link: a page of jobs (up to 200,
+        # each with several files) is signed off the event loop.
+        def sign() -> dict[str, Any]:
+            return {**page, "jobs": [self.job(j) for j in page.get("jobs", [])]}
+
+        return await anyio.to_thread.run_sync(sign)
 
     def profile(self, view: dict[str, Any]) -> dict[str, Any]:
         if self._store is None or not isinstance(view.get("artifacts"), list):
@@ -47,8 +54,11 @@ class Links:
             "artifacts": [signed_artifact(store, a, self.ttl_s) for a in view["artifacts"]],
         }
 
-    def profiles(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, "profiles": [self.profile(p) for p in body.get("profiles", [])]}
+    async def profiles(self, body: dict[str, Any]) -> dict[str, Any]:
+        def sign() -> dict[str, Any]:
+            return {**body, "profiles": [self.profile(p) for p in body.get("profiles", [])]}
+
+        return await anyio.to_thread.run_sync(sign)
 
     def message(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A WebSocket message: a `done` event and a snapshot carry the result."""

@@ -528,7 +528,7 @@ async def jobs(
     if state:
         params["state"] = state
     s = services(request)
-    return s.links.jobs(await s.query("/jobs", params))
+    return await s.links.jobs(await s.query("/jobs", params))
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
@@ -600,7 +600,7 @@ async def profiles(request: Request, user: CurrentUser, owner: OwnerFilter = Non
     if isinstance(whose, ownership.Nobody):
         return {"profiles": []}
     s = services(request)
-    return s.links.profiles(await s.query("/profiles", {"owner": whose} if whose else None))
+    return await s.links.profiles(await s.query("/profiles", {"owner": whose} if whose else None))
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")

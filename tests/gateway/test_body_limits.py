@@ -4,13 +4,16 @@ keeps sending. Uploads at once are bounded (503 with Retry-After)."""
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -194,3 +197,39 @@ def test_websocket_message_over_the_json_limit_closes_the_connection(
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=30)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+def test_a_narration_upload_is_stored_as_sent(platform: RunningPlatform) -> None:
+    """The recording is checked and stored from the parser's spool, not from a copy."""
+    from myspinbot.speech.narration import narration_key
+    from tests.functions.test_train_function import store
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.int16(8000 * np.sin(np.arange(16000) / 8)).tobytes())
+    resp = platform.post("/api/narrations", files={"audio": ("me.wav", buf.getvalue())})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["durationSeconds"] == pytest.approx(1.0, abs=0.05)
+    assert store(platform).get_bytes(narration_key(resp.json()["narrationId"])) == buf.getvalue()
+
+
+def test_a_strangers_upload_takes_no_upload_slot(platform: RunningPlatform) -> None:
+    """Refused at its headers (no credential), it never counts against the bound of 1."""
+    stranger = socket.create_connection(("127.0.0.1", platform.port), timeout=60)
+    try:
+        stranger.sendall(
+            f"POST /api/portraits HTTP/1.1\r\nHost: 127.0.0.1:{platform.port}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + chunk(b"--zz\r\n")
+        )
+        status, _, body = read_response(stranger)
+        assert status == 401, body
+        files = {"image": ("b.png", b"not really a png", "image/png")}
+        resp = platform.post("/api/portraits", files=files)
+        assert resp.status_code == 415, resp.text
+    finally:
+        stranger.close()

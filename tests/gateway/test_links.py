@@ -55,7 +55,7 @@ def platform(
         "MYSPINBOT_DATABASE_URL": database_url,
     }
     p = RunningPlatform(tmp_path_factory.mktemp("links"), functions=functions, env=env)
-    yield p.start()
+    yield p.start(timeout=600)  # the first platform of a run exports the tiny model
     assert p.stop() == 0
 
 
