@@ -6,11 +6,12 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
@@ -19,11 +20,13 @@ from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot import keys
+from myspinbot.deletion import Deleted, Deletion, DeletionRefused, HistoryCatchingUp
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
 from myspinbot.speech.narration import narration_key
+from myspinbot.storage import StorageError
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
@@ -521,3 +524,50 @@ async def capabilities(request: Request) -> Any:
             for name, f in sorted(fns.items())
         }
     }
+
+
+# --- the right to delete (myspinbot/deletion.py) ----------------------------------------------
+async def _delete(s: Services, what: str, do: Callable[[Deletion], Deleted | None]) -> Response:
+    """Run a deletion in a worker thread; 204, or 404 when there is nothing (any more) by
+    that id: a second DELETE of the same object answers 404."""
+    if s.deletion is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    deletion = s.deletion
+    try:
+        deleted = await anyio.to_thread.run_sync(lambda: do(deletion))
+    except DeletionRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    except HistoryCatchingUp as exc:
+        raise ApiError(503, str(exc)) from None
+    except StorageError as exc:
+        # Nothing of the SQL record went yet: the same DELETE again finishes the job.
+        raise ApiError(503, f"Could not delete from storage ({exc}); try again.") from None
+    if deleted is None:
+        raise ApiError(404, f"No {what} (it may have been deleted already)")
+    log.info("Deleted %s: %d objects, jobs %s", what, deleted.objects, list(deleted.jobs))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a finished job: its inputs, outputs and records (a second time: 404)",
+    responses={404: {"description": "No such job"}, 409: {"description": "Still running"}},
+)
+async def delete_job(job_id: str, request: Request) -> Response:
+    return await _delete(services(request), f"job with id {job_id!r}", lambda d: d.job(job_id))
+
+
+@router.delete(
+    "/profiles/{profile_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a profile: photos, voice, LoRA, renders, its Triton model, the jobs made "
+    "with it, and their records (a second time: 404)",
+    responses={404: {"description": "No such profile"}, 409: {"description": "In use"}},
+)
+async def delete_profile(profile_id: str, request: Request) -> Response:
+    return await _delete(
+        services(request), f"profile with id {profile_id!r}", lambda d: d.profile(profile_id)
+    )

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from gateway.errors import ApiError
 from gateway.hub import Hub
 from myspinbot import keys
+from myspinbot.db import JobHistory
+from myspinbot.deletion import Deletion
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
@@ -36,6 +38,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    deletion: Deletion | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,14 +54,16 @@ class Services:
         registry.register(
             PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
         )
+        store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
         return cls(
             settings=settings,
             redis=client,
             status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
-            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            store=store,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
             hub=Hub(client, settings.ws_queue_size),
             metrics_registry=registry,
+            deletion=_deletion(settings, redis_url, store),
         )
 
     async def close(self) -> None:
@@ -66,6 +71,9 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        if self.deletion is not None:
+            self.deletion.history.close()
+            self.deletion.redis.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -144,6 +152,20 @@ class Services:
             if info.get("metricsPort"):
                 fn["metricsPorts"].append(info["metricsPort"])
         return out
+
+
+def _deletion(settings: Settings, redis_url: str, store: ArtifactStore | None) -> Deletion | None:
+    """Deletion is synchronous (run in worker threads): its own blocking Redis client and
+    SQL engine, and the Triton a profile's LoRA model may be loaded in."""
+    if store is None:
+        return None
+    return Deletion(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        JobHistory(settings.sqlalchemy_url),
+        store,
+        triton_url=settings.triton_url,
+        triton_retry_s=min(settings.triton_retry_s, 5.0),
+    )
 
 
 def now() -> float:

@@ -31,6 +31,7 @@ from myspinbot.jobs.handler import JobRun
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.layout import profile_prefix as profile_prefix
 from myspinbot.storage.links import signed_artifact
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ class TrainParams(BaseModel):
 
 # One deps type for every pipeline; the name stays for the function handlers.
 TrainDeps = PipelineDeps
-
-
-def profile_prefix(profile_id: str) -> str:
-    return f"profiles/{profile_id}/"
 
 
 def checkpoint_prefix(job_id: str) -> str:

@@ -1,0 +1,259 @@
+"""The right to delete: a job or a profile, from S3, Triton, Redis and SQL.
+
+What belongs to what (the S3 layout the pipelines write):
+
+- a job: `jobs/<id>/` (a training's uploaded photos and voice clip, its checkpoints),
+  `generations/<id>/` (a video and its speech, stage and script), and the uploads its
+  params name (`portraits/<portraitImage>`, `narrations/<narrationAudio>`) unless a job
+  that stays names them too, with the cached upscales of an uploaded portrait;
+- a profile: `profiles/<id>/` (both LoRA files, the photo masters, the voice clip and
+  voice profile, metadata, portrait), the cached upscales of its photos
+  (`stage-cache/<sha256>-*`), its Triton model (`unet-lora-<id>`), its training job and
+  every job that generated with it (their videos show the person).
+
+A profile outlives its training job: deleting the training job removes the uploaded
+photos it was trained from, not the profile, which has its own delete.
+
+Order: Triton, S3 and Redis first, the SQL rows last. A deletion that fails half-way (S3
+away) leaves the rows, so the same request again finishes it; once the rows are gone a
+second request finds nothing (the routes answer 404).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from myspinbot import keys
+from myspinbot.db import JobHistory, ProfileRecord
+from myspinbot.jobs.livestate import job_from_hash
+from myspinbot.jobs.models import Job
+from myspinbot.jobs.submit import _dead_letter
+from myspinbot.storage import ArtifactNotFoundError, ArtifactStore
+from myspinbot.storage.layout import (
+    job_prefix,
+    narration_key,
+    output_prefix,
+    portrait_cache_prefix,
+    portrait_key,
+    profile_prefix,
+)
+from myspinbot.triton.repository import lora_model_name
+
+log = logging.getLogger(__name__)
+# Uploads a generate job names in `params.options`: option -> where such uploads are kept.
+UPLOAD_PREFIXES = {"portraitImage": portrait_key(""), "narrationAudio": narration_key("")}
+
+
+class DeletionRefused(Exception):
+    """The object is still in use (a job queued or running); the message says what to do."""
+
+
+class HistoryCatchingUp(Exception):
+    """SQL writes wait in ws-relay's outbox (SQL was away): a row deleted now could be
+    written back by the drain, so the deletion waits until the outbox is empty."""
+
+
+@dataclass(frozen=True)
+class Deleted:
+    id: str
+    objects: int = 0
+    """S3 objects removed."""
+    jobs: tuple[str, ...] = ()
+    """Jobs whose records (Redis and SQL) were removed."""
+    models: tuple[str, ...] = ()
+    """Triton models asked to unload."""
+
+
+class Deletion:
+    """Deletes jobs and profiles. Synchronous (boto3, SQLAlchemy, redis-py): the gateway
+    runs it in a worker thread. A TritonClient is made per call (it is not thread-safe)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        history: JobHistory,
+        store: ArtifactStore,
+        *,
+        triton_url: str | None = None,
+        triton_retry_s: float = 5.0,
+    ) -> None:
+        self.redis = client
+        self.history = history
+        self.store = store
+        self.triton_url = triton_url
+        self.triton_retry_s = triton_retry_s
+
+    # --- jobs -------------------------------------------------------------------------------
+    def job(self, job_id: str) -> Deleted | None:
+        """Delete a finished job's inputs, outputs and records; None if there is no such job."""
+        job = self.find_job(job_id)
+        if job is None:
+            return None
+        if not job.state.terminal:
+            raise DeletionRefused(
+                f"Job {job_id} is {job.state.value}: cancel it first (POST "
+                f"/api/jobs/{job_id}/cancel, or `myspinbot cancel {job_id}`), then delete it."
+            )
+        self._history_settled()
+        objects = self._job_objects([job])
+        self._forget_jobs([job.id])
+        self.history.delete_records([job.id])
+        return Deleted(job_id, objects, (job_id,))
+
+    def find_job(self, job_id: str) -> Job | None:
+        """The live state (the newer one) if Redis has it, else the history's."""
+        live = job_from_hash(self.redis.hgetall(keys.job(job_id)))
+        return live or self.history.get_job(job_id)
+
+    # --- profiles ---------------------------------------------------------------------------
+    def profile(self, profile_id: str) -> Deleted | None:
+        """Delete a profile and everything made of the person; None if there is no such
+        profile."""
+        record = self.history.get_profile(profile_id)
+        if record is None:
+            return None
+        jobs = self._profile_jobs(record)
+        busy = [j for j in jobs if not j.state.terminal]
+        if busy:
+            j = busy[0]
+            raise DeletionRefused(
+                f"Profile {record.name!r} is in use: {j.type} job {j.id} is {j.state.value}. "
+                f"Cancel it (`myspinbot cancel {j.id}`) or wait for it to end, then delete "
+                "the profile."
+            )
+        self._history_settled()
+        digests = self._photo_digests(record)
+        models = self._unload(record.id)
+        objects = self._job_objects(jobs)
+        objects += self.store.delete_prefix(profile_prefix(record.id))
+        for digest in digests:
+            objects += self.store.delete_prefix(portrait_cache_prefix(digest))
+        job_ids = [j.id for j in jobs]
+        self._forget_jobs(job_ids)
+        self.history.delete_records(job_ids, [record.id])
+        # A render that read the profile just before its row went may have loaded the model
+        # since the first unload; without the row no later job can.
+        self._unload(record.id)
+        return Deleted(profile_id, objects, tuple(job_ids), models)
+
+    def _profile_jobs(self, record: ProfileRecord) -> list[Job]:
+        """Its training job (whose id the profile carries) and every job that names it."""
+        found: dict[str, Job] = {}
+        for job_id in {record.id, record.job_id} - {None}:
+            job = self.find_job(str(job_id))
+            if job is not None:
+                found[job.id] = job
+        for job in self.history.jobs_mentioning(f'"profileId":"{record.id}"'):
+            found[job.id] = self.find_job(job.id) or job
+        return list(found.values())
+
+    def _photo_digests(self, record: ProfileRecord) -> set[str]:
+        """Content hashes of the photos a video's portrait may have been upscaled from:
+        the photo masters (hashed at training), and portrait.png, which profiles trained
+        before masters were kept are staged from."""
+        photos: list[Any] = record.metadata.get("photos") or []
+        digests = {str(p["sha256"]) for p in photos if isinstance(p, dict) and p.get("sha256")}
+        try:
+            portrait = self.store.get_bytes(profile_prefix(record.id) + "portrait.png")
+            digests.add(hashlib.sha256(portrait).hexdigest())
+        except ArtifactNotFoundError:
+            pass
+        return digests
+
+    def _unload(self, profile_id: str) -> tuple[str, ...]:
+        name = lora_model_name(profile_id)
+        # Out of the LRU first, so no replica counts (or evicts) a model that is going.
+        self.redis.zrem(keys.TRITON_LORA_LRU, name)
+        if not self.triton_url:
+            return ()
+        # Here, not at the top: ws-relay's retention sweep deletes jobs only, and stays
+        # without tritonclient (and gevent) that way.
+        from myspinbot.triton.client import ModelNotLoaded, TritonClient, TritonUnavailable
+
+        triton = TritonClient(self.triton_url, retry_s=self.triton_retry_s)
+        try:
+            triton.unload_model(name)
+        except ModelNotLoaded:
+            pass
+        except TritonUnavailable as exc:
+            # A Triton that is not running holds no model, and per-profile models are not
+            # in its repository, so it does not load this one again when it starts.
+            log.warning("Could not reach Triton to unload %s: %s", name, exc)
+        finally:
+            triton.close()
+        return (name,)
+
+    # --- the parts ----------------------------------------------------------------------------
+    def _history_settled(self) -> None:
+        if self.redis.xlen(keys.HISTORY_OUTBOX):
+            raise HistoryCatchingUp(
+                "The job history is catching up after a database outage; try the deletion "
+                "again in a minute."
+            )
+
+    def _job_objects(self, jobs: Sequence[Job]) -> int:
+        """Delete the jobs' objects in S3; how many there were."""
+        going = {j.id for j in jobs}
+        count = 0
+        for job in jobs:
+            count += self.store.delete_prefix(job_prefix(job.id))
+            count += self.store.delete_prefix(output_prefix(job.id))
+            options = job.params.get("options") if isinstance(job.params, dict) else None
+            for option in UPLOAD_PREFIXES:
+                upload = (options or {}).get(option) if isinstance(options, dict) else None
+                if isinstance(upload, str) and upload:
+                    count += self._upload(option, upload, keep_for=going)
+        return count
+
+    def _upload(self, option: str, upload_id: str, keep_for: Iterable[str] = ()) -> int:
+        """Delete one upload unless a job that is not going names it too."""
+        going = set(keep_for)
+        users = self.history.jobs_mentioning(f'"{option}":"{upload_id}"')
+        if any(j.id not in going for j in users):
+            return 0
+        key = UPLOAD_PREFIXES[option] + upload_id
+        if key not in self.store.list_keys(key):
+            return 0
+        count = 0
+        if option == "portraitImage":
+            digest = hashlib.sha256(self.store.get_bytes(key)).hexdigest()
+            count += self.store.delete_prefix(portrait_cache_prefix(digest))
+        return count + self.store.delete_keys([key])
+
+    def unused_uploads(self, before: float) -> list[str]:
+        """Delete the uploads (portraits, narrations) stored before `before` that no job
+        names; their keys."""
+        gone: list[str] = []
+        for option, prefix in UPLOAD_PREFIXES.items():
+            for key, modified in self.store.list_modified(prefix):
+                if modified < before and self._upload(option, key[len(prefix) :]):
+                    gone.append(key)
+        return gone
+
+    def _forget_jobs(self, job_ids: Sequence[str]) -> None:
+        """Every Redis record of the jobs: live state, event stream, cancel flag, pending
+        mark, dead letters, and the idempotency keys that point at them."""
+        if not job_ids:
+            return
+        ids = set(job_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.delete(keys.job(job_id), keys.job_events(job_id), keys.job_cancel(job_id))
+            pipe.zrem(keys.SUBMITS_PENDING, job_id)
+        pipe.execute()
+        for stream in [keys.job_stream(t) for t in keys.JOB_TYPES] + [keys.EVENTS]:
+            dead = keys.dead_letter(stream)
+            entries: Any = self.redis.xrange(dead)
+            stale = [e for e, fields in entries if _dead_letter(dead, e, fields).job_id in ids]
+            if stale:
+                self.redis.xdel(dead, *stale)
+        for key in self.redis.scan_iter(match=keys.idempotency("*"), count=500):
+            value = self.redis.get(key)
+            if value is not None and str(value).split(" ", 1)[0] in ids:
+                self.redis.delete(key)
