@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 UPLOAD_PREFIXES = {"portraitImage": portrait_key(""), "narrationAudio": narration_key("")}
 
 
+FANOUT_PAGE = 1000
+
+
 class DeletionRefused(Exception):
     """The object is still in use (a job queued or running); the message says what to do."""
 
@@ -238,7 +241,9 @@ class Deletion:
 
     def _forget_jobs(self, job_ids: Sequence[str]) -> None:
         """Every Redis record of the jobs: live state, event stream, cancel flag, pending
-        mark, dead letters, and the idempotency keys that point at them."""
+        mark, dead letters, their events in the fanout view, and the idempotency keys that
+        point at them. (The job and event streams are left alone: a finished job's entries
+        there are acknowledged, and trimmed within a second by runtime/stream.lua.)"""
         if not job_ids:
             return
         ids = set(job_ids)
@@ -253,7 +258,23 @@ class Deletion:
             stale = [e for e, fields in entries if _dead_letter(dead, e, fields).job_id in ids]
             if stale:
                 self.redis.xdel(dead, *stale)
+        self._drop_fanout(ids)
         for key in self.redis.scan_iter(match=keys.idempotency("*"), count=500):
             value = self.redis.get(key)
             if value is not None and str(value).split(" ", 1)[0] in ids:
                 self.redis.delete(key)
+
+    def _drop_fanout(self, ids: set[str]) -> None:
+        """The jobs' events in the capped fanout stream (which holds their messages and
+        results until newer events push them out)."""
+        start = "-"
+        while True:
+            entries: Any = self.redis.xrange(keys.FANOUT, min=start, count=FANOUT_PAGE)
+            if not entries:
+                return
+            stale = [e for e, fields in entries if fields.get("job") in ids]
+            if stale:
+                self.redis.xdel(keys.FANOUT, *stale)
+            if len(entries) < FANOUT_PAGE:
+                return
+            start = "(" + entries[-1][0]
