@@ -153,9 +153,11 @@ def links(p: RunningPlatform, profile_id: str, job_ids: list[str]) -> list[str]:
     return urls
 
 
-def triton_models(url: str) -> dict[str, str]:
-    index = httpx.post(f"http://{url.split('://')[-1]}/v2/repository/index", json={}).json()
-    return {m["name"]: m.get("state", "") for m in index}
+def triton_has(url: str, model: str) -> bool:
+    """Whether Triton serves `model` (its metadata answers only for a loaded model; the
+    repository index lists the repository's models, not ones loaded with override files)."""
+    base = f"http://{url.split('://')[-1]}"
+    return httpx.get(f"{base}/v2/models/{model}").status_code == 200
 
 
 def mentions(lines: list[str], needles: list[str]) -> list[str]:
@@ -173,7 +175,8 @@ def test_deleting_a_trained_and_used_profile_leaves_nothing_of_it(
     photo = generate(platform, profileId=gone, options={"portrait": "photo"})
     other = generate(platform, profileId=kept, options={"portrait": "photo"})
     model = lora_model_name(gone)
-    assert triton_models(triton).get(model) == "READY"  # the render brought it online
+    assert platform.status(rendered)["result"]["render"]["model"] == model
+    assert triton_has(triton, model)  # the render brought it online
 
     record = platform.get(f"/api/profiles/{gone}").json()
     digests = [p["sha256"] for p in record["metadata"]["photos"]]
@@ -199,7 +202,7 @@ def test_deleting_a_trained_and_used_profile_leaves_nothing_of_it(
         timeout=10,
         what=f"Redis to hold nothing of {gone}",
     )
-    assert model not in triton_models(triton)
+    assert not triton_has(triton, model)
     assert [u for u in urls if httpx.get(u).status_code == 200] == []
     for job_id in (rendered, photo):
         assert platform.get(f"/api/status/{job_id}").status_code == 404
