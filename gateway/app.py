@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import accounts_api, errors, routes
+from gateway import accounts_api, errors, ownership, routes
 from gateway.auth import TrustedHostMiddleware, bearer_matches, optional_user, websocket_user
 from gateway.hub import EVENT_ID
 from gateway.middleware import ObserveMiddleware
@@ -151,7 +151,13 @@ def _add_platform_routes(app: FastAPI) -> None:
             return
         job_id = websocket.query_params.get("jobId") or None
         last = websocket.query_params.get("lastEventId") or None
-        await s.hub.serve(websocket, job_id, last if last and EVENT_ID.fullmatch(last) else None)
+        await s.hub.serve(
+            websocket,
+            job_id,
+            last if last and EVENT_ID.fullmatch(last) else None,
+            # Someone else's job is refused like a missing one (gateway/ownership.py).
+            may_see=lambda job: ownership.may_see(who, job.owner),
+        )
 
 
 async def _refuse(websocket: WebSocket, status: int, message: str) -> None:

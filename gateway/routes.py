@@ -15,12 +15,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from gateway import uploads
-from gateway.auth import require_user
+from gateway import ownership, uploads
+from gateway.auth import CurrentUser, require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot import keys
+from myspinbot.db.uploads import UploadKind
 from myspinbot.deletion import Deleted, Deletion, DeletionRefused, HistoryCatchingUp
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
@@ -59,6 +60,8 @@ def accepted(job_id: str) -> JSONResponse:
 def _answer(s: Services, res: submit.Accepted, idempotency_key: str | None) -> JSONResponse:
     if res.outcome in ("queued", "existing"):
         return accepted(res.job_id)
+    if res.outcome == "user_busy":
+        return _user_busy(s, res)
     if res.outcome == "conflict":
         raise ApiError(
             409,
@@ -78,12 +81,34 @@ def _answer(s: Services, res: submit.Accepted, idempotency_key: str | None) -> J
     )
 
 
-async def _known(s: Services, idempotency_key: str | None, fingerprint: str) -> JSONResponse | None:
+def _user_busy(s: Services, res: submit.Accepted) -> JSONResponse:
+    retry_after = s.settings.user_retry_after_s
+    if res.limit == "queued":
+        what = (
+            f"You have {res.depth} jobs waiting to start; the limit is {s.settings.user_max_queued}"
+        )
+    else:
+        what = f"You have {res.depth} unfinished jobs; the limit is {s.settings.user_max_active}"
+    return JSONResponse(
+        {
+            "error": f"{what} per user. Wait for some to finish (or cancel one) and try "
+            f"again in {retry_after} s.",
+            "limit": res.limit,
+            "jobs": res.depth,
+        },
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _known(
+    s: Services, user: ownership.Viewer, idempotency_key: str | None, fingerprint: str
+) -> JSONResponse | None:
     """A retry of a submit that was accepted: its answer, before storing anything again.
     (Only a shortcut: the atomic accept checks the key again.)"""
     if not idempotency_key:
         return None
-    prev = await s.redis.get(keys.idempotency(idempotency_key))
+    prev = await s.redis.get(keys.idempotency(idempotency_key, user.id))
     if prev is None:
         return None
     job_id, _, prev_hash = str(prev).partition(" ")
@@ -93,6 +118,7 @@ async def _known(s: Services, idempotency_key: str | None, fingerprint: str) -> 
 
 async def _queue(
     s: Services,
+    user: ownership.Viewer,
     job: Job,
     idempotency_key: str | None,
     fingerprint: str,
@@ -106,6 +132,7 @@ async def _queue(
             fingerprint=fingerprint,
             key_ttl_s=s.settings.idempotency_ttl_s,
             backlog_max=s.settings.backlog_max,
+            limits=ownership.limits(s, user),
         )
         if res.outcome == "queued":
             await applied.wait(APPLY_WAIT_S)
@@ -172,7 +199,9 @@ async def _discard_inputs(s: Services, job_id: str) -> None:
         }
     },
 )
-async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+async def train(
+    request: Request, user: CurrentUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     s = services(request)
     limit = s.settings.max_upload_bytes
     try:
@@ -223,7 +252,7 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "files": [(rel, hashlib.sha256(data).hexdigest()) for rel, data, _ in files],
         }
     )
-    known = await _known(s, idempotency_key, fingerprint)
+    known = await _known(s, user, idempotency_key, fingerprint)
     if known is not None:
         return known
     job_id = new_job_id()
@@ -240,8 +269,8 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "voice": next((k for k, t in stored if t.startswith("audio/")), None),
             "voiceText": voice_text,
         }
-        job = Job(id=job_id, type="train", params=params)
-        res = await _queue(s, job, idempotency_key, fingerprint)
+        job = Job(id=job_id, type="train", owner=user.id, params=params)
+        res = await _queue(s, user, job, idempotency_key, fingerprint)
     except BaseException:
         await _discard_inputs(s, job_id)
         raise
@@ -286,31 +315,37 @@ def _store_inputs(
     summary="Make a narrated talking-avatar video",
 )
 async def generate(
-    body: GenerateRequest, request: Request, idempotency_key: IdempotencyKey = None
+    body: GenerateRequest,
+    request: Request,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     s = services(request)
-    await _check_generate(s, body)
+    await _check_generate(s, user, body)
     params = body.model_dump(by_alias=True)
     fingerprint = submit.request_hash({"type": "generate", **params})
-    known = await _known(s, idempotency_key, fingerprint)
+    known = await _known(s, user, idempotency_key, fingerprint)
     if known is not None:
         return known
-    job = Job(id=new_job_id(), type="generate", params=params)
-    return _answer(s, await _queue(s, job, idempotency_key, fingerprint), idempotency_key)
+    job = Job(id=new_job_id(), type="generate", owner=user.id, params=params)
+    res = await _queue(s, user, job, idempotency_key, fingerprint)
+    return _answer(s, res, idempotency_key)
 
 
-async def _check_generate(s: Services, body: GenerateRequest) -> None:
-    """Refuse now what the job could only fail on later, saying why."""
+async def _check_generate(s: Services, user: ownership.Viewer, body: GenerateRequest) -> None:
+    """Refuse now what the job could only fail on later, saying why. Someone else's
+    profile, portrait or narration is refused exactly like a missing one."""
     voice = None
     if body.profile_id:
-        profile = await s.query(f"/profiles/{body.profile_id}")  # 404 passes through
+        profile = await ownership.profile(s, user, body.profile_id)
         voice_data = (profile.get("metadata") or {}).get("voice")
         voice = VoiceProfile.model_validate(voice_data) if voice_data else None
     elif body.options.portrait == "photo":
         raise ApiError(422, "Portrait `photo` needs a profile (`profileId`).")
     if body.options.portrait_image:
-        key = portrait_key(body.options.portrait_image)
-        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+        portrait_id = body.options.portrait_image
+        key = portrait_key(portrait_id)
+        if not await ownership.upload_exists(s, user, "portrait", portrait_id, key):
             raise ApiError(
                 422,
                 f"No uploaded portrait {body.options.portrait_image!r}: upload it with "
@@ -318,8 +353,9 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
                 field="options.portraitImage",
             )
     if body.options.narration_audio:
-        key = narration_key(body.options.narration_audio)
-        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+        narration_id = body.options.narration_audio
+        key = narration_key(narration_id)
+        if not await ownership.upload_exists(s, user, "narration", narration_id, key):
             raise ApiError(
                 422,
                 f"No uploaded narration {body.options.narration_audio!r}: upload the "
@@ -383,7 +419,7 @@ async def _one_file(
         }
     },
 )
-async def upload_portrait(request: Request) -> JSONResponse:
+async def upload_portrait(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
     upload, data = await _one_file(request, s, "image", "the portrait")
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
@@ -391,7 +427,9 @@ async def upload_portrait(request: Request) -> JSONResponse:
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     portrait_id = new_job_id()
-    await anyio.to_thread.run_sync(s.store.put_bytes, portrait_key(portrait_id), data, content_type)
+    await _store_upload(
+        s, user, "portrait", portrait_id, portrait_key(portrait_id), data, content_type
+    )
     return JSONResponse({"portraitId": portrait_id}, status_code=201)
 
 
@@ -419,7 +457,7 @@ async def upload_portrait(request: Request) -> JSONResponse:
         }
     },
 )
-async def upload_narration(request: Request) -> JSONResponse:
+async def upload_narration(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
     upload, data = await _one_file(request, s, "audio", "the recording")
     name = upload.filename or "narration"
@@ -428,20 +466,53 @@ async def upload_narration(request: Request) -> JSONResponse:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     narration_id = new_job_id()
     content_type = uploads.check_audio(name, data, field="audio")
-    key = narration_key(narration_id)
-    await anyio.to_thread.run_sync(s.store.put_bytes, key, data, content_type)
+    await _store_upload(
+        s, user, "narration", narration_id, narration_key(narration_id), data, content_type
+    )
     body = {"narrationId": narration_id, "durationSeconds": round(seconds, 3)}
     return JSONResponse(body, status_code=201)
 
 
+async def _store_upload(
+    s: Services,
+    user: ownership.Viewer,
+    kind: UploadKind,
+    upload_id: str,
+    key: str,
+    data: bytes,
+    content_type: str,
+) -> None:
+    """Store an upload and record its uploader; an upload that cannot be recorded is not
+    kept (nobody could use it)."""
+    assert s.store is not None
+    store = s.store
+    await anyio.to_thread.run_sync(store.put_bytes, key, data, content_type)
+    try:
+        await anyio.to_thread.run_sync(s.uploads.add, kind, upload_id, user.id)
+    except BaseException:
+        await anyio.to_thread.run_sync(store.delete_prefix, key)
+        raise
+
+
+OwnerFilter = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Admins: only this user's (a user id). Members see only their own.",
+    ),
+]
+
+
 @router.get("/status/{job_id}", summary="A job's current state")
-async def status(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/status/{job_id}")
+async def status(job_id: str, request: Request, user: CurrentUser) -> Any:
+    return await ownership.job_status(services(request), user, job_id)
 
 
-@router.get("/jobs", summary="Jobs, newest first")
+@router.get("/jobs", summary="Jobs, newest first (yours; an admin's: everyone's)")
 async def jobs(
     request: Request,
+    user: CurrentUser,
+    owner: OwnerFilter = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
     type: JobType | None = None,
@@ -450,6 +521,11 @@ async def jobs(
     ] = None,
 ) -> Any:
     params: dict[str, Any] = {"limit": limit, "offset": offset}
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
+    if whose is not None:
+        params["owner"] = whose
     if type:
         params["type"] = type
     if state:
@@ -458,13 +534,14 @@ async def jobs(
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
-async def job_detail(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/jobs/{job_id}")
+async def job_detail(job_id: str, request: Request, user: CurrentUser) -> Any:
+    return await ownership.job_detail(services(request), user, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
-async def cancel(job_id: str, request: Request) -> Any:
+async def cancel(job_id: str, request: Request, user: CurrentUser) -> Any:
     s = services(request)
+    await ownership.live_job(s, user, job_id)
     try:
         before = await submit.cancel(s.redis, job_id, s.settings.job_ttl_s)
     except KeyError:
@@ -479,43 +556,60 @@ async def cancel(job_id: str, request: Request) -> Any:
     status_code=202,
     summary="Run a failed job again with its stored inputs (e.g. from the dead letter)",
 )
-async def retry(job_id: str, request: Request) -> Any:
+async def retry(job_id: str, request: Request, user: CurrentUser) -> Any:
     s = services(request)
-    d = await s.query(f"/jobs/{job_id}")  # 404 passes through
+    d = await ownership.job_detail(s, user, job_id)
     job = Job(
         id=d["jobId"],
         type=d["type"],
         state=JobState(d["state"]),
         attempt=d["attempt"],
+        owner=d.get("owner"),
         params=d.get("params") or {},
         created_at=d["createdAt"],
     )
     try:
-        attempt = await submit.retry(s.redis, job)
+        attempt = await submit.retry(s.redis, job, ownership.limits(s, user))
     except submit.RetryError as exc:
         raise ApiError(409, str(exc)) from None
+    except submit.UserBusy as busy:
+        return _user_busy(s, busy.refused)
     return JSONResponse({"jobId": job_id, "state": "queued", "attempt": attempt}, 202)
 
 
-@router.get("/dead-letters", summary="Messages that failed for good, with their errors")
-async def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    # Auth comes later (an admin route); for now any caller may list them.
-    letters = await submit.dead_letters(services(request).redis, limit)
+@router.get(
+    "/dead-letters",
+    summary="Messages that failed for good, with their errors (of your jobs; an admin's: all)",
+)
+async def dead_letters(
+    request: Request,
+    user: CurrentUser,
+    owner: OwnerFilter = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"deadLetters": []}
+    # Only an admin sees letters that name no job owner (the events stream's).
+    letters = await submit.dead_letters(services(request).redis, limit, whose)
     return {"deadLetters": [d.view() for d in letters]}
 
 
-@router.get("/profiles", summary="Trained profiles")
-async def profiles(request: Request) -> Any:
-    return await services(request).query("/profiles")
+@router.get("/profiles", summary="Trained profiles (yours; an admin's: everyone's)")
+async def profiles(request: Request, user: CurrentUser, owner: OwnerFilter = None) -> Any:
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"profiles": []}
+    return await services(request).query("/profiles", {"owner": whose} if whose else None)
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")
-async def profile(profile_id: str, request: Request) -> Any:
-    return await services(request).query(f"/profiles/{profile_id}")
+async def profile(profile_id: str, request: Request, user: CurrentUser) -> Any:
+    return await ownership.profile(services(request), user, profile_id)
 
 
 @router.get("/capabilities", summary="What each running function provides")
-async def capabilities(request: Request) -> Any:
+async def capabilities(request: Request, user: CurrentUser) -> Any:
     fns = await services(request).functions()
     return {
         "functions": {

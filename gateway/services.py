@@ -20,6 +20,7 @@ from myspinbot import keys
 from myspinbot.accounts import Accounts
 from myspinbot.db import JobHistory
 from myspinbot.db.history import create_db_engine
+from myspinbot.db.uploads import Uploads
 from myspinbot.deletion import Deletion
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
@@ -40,6 +41,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    uploads: Uploads  # who uploaded each portrait and narration
     accounts: Accounts
     deletion: Deletion | None = None
 
@@ -71,6 +73,7 @@ class Services:
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
             hub=Hub(client, settings.ws_queue_size),
             metrics_registry=registry,
+            uploads=Uploads.open(settings.sqlalchemy_url),
             # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
             accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
             deletion=_deletion(settings, redis_url, store),
@@ -81,6 +84,7 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        self.uploads.close()
         self.accounts.close()
         if self.deletion is not None:
             self.deletion.history.close()

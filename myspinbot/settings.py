@@ -111,6 +111,21 @@ class Settings(BaseSettings):
     backlog_retry_after_s: int = Field(
         5, ge=1, description="Retry-After of a 429 for a full backlog."
     )
+    user_max_queued: int = Field(
+        20,
+        ge=1,
+        description="A member's jobs waiting to start before their submits answer 429 "
+        "(admins are not limited).",
+    )
+    user_max_active: int = Field(
+        25,
+        ge=1,
+        description="A member's unfinished jobs (waiting or running) before their submits "
+        "answer 429; this also bounds how many of them run at once.",
+    )
+    user_retry_after_s: int = Field(
+        30, ge=1, description="Retry-After of a 429 for a member over a per-user job limit."
+    )
     submit_orphan_grace_s: float = Field(
         600.0,
         gt=0,

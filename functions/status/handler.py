@@ -1,7 +1,8 @@
 """status: job status, history and profiles over HTTP.
 
-Routes (GET): /status/{id}, /jobs?limit&offset&type&state, /jobs/{id},
-/profiles, /profiles/{id}, /healthz.
+Routes (GET): /status/{id}, /jobs?limit&offset&type&state&owner, /jobs/{id},
+/profiles?owner, /profiles/{id}, /healthz. Who may see what is the gateway's decision
+(gateway/ownership.py); here `owner` only filters, and every view names its owner.
 
 Only the platform may ask: every route but /healthz (for liveness probes; it says only
 "ok") needs `Authorization: Bearer <MYSPINBOT_INTERNAL_TOKEN>`, which the gateway sends
@@ -80,7 +81,13 @@ def handler(context: Any, event: Any) -> Any:
         fields = event.fields or {}
         limit = _int(fields, "limit", 20, 1, MAX_PAGE)
         offset = _int(fields, "offset", 0, 0, 10**9)
-        jobs, total = q.page(limit, offset, fields.get("type") or None, fields.get("state") or None)
+        jobs, total = q.page(
+            limit,
+            offset,
+            fields.get("type") or None,
+            fields.get("state") or None,
+            fields.get("owner") or None,
+        )
         return _json(
             context,
             200,
@@ -97,7 +104,8 @@ def handler(context: Any, event: Any) -> Any:
             return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
         return _json(context, 200, _job_view(context, detail))
     if parts == ["profiles"]:
-        profiles = context.user_data.history.list_profiles()
+        owner = (event.fields or {}).get("owner") or None
+        profiles = context.user_data.history.list_profiles(owner)
         return _json(context, 200, {"profiles": [_profile_view(context, p) for p in profiles]})
     if len(parts) == 2 and parts[0] == "profiles":
         profile = context.user_data.history.get_profile(parts[1])

@@ -65,6 +65,7 @@ class ProfileRecord(BaseModel):
     trigger_token: str | None = None
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = None  # user id of who trained it
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -128,10 +129,14 @@ def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
 def _upsert(
     dialect: str, table: Table, where: Callable[[Any], ColumnElement[bool]] | None = None
 ) -> postgresql.Insert | sqlite.Insert:
-    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column [WHERE where(excluded)]."""
+    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column [WHERE where(excluded)].
+    A NULL owner never replaces a stored one (a snapshot of a job from before accounts,
+    still live in Redis, must not undo its adoption by the owner account)."""
     stmt = _insert(dialect, table)
     keys = [c.name for c in table.primary_key.columns]
-    updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    updates: dict[str, Any] = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    if "owner" in updates:
+        updates["owner"] = func.coalesce(stmt.excluded.owner, table.c.owner)
     condition = None if where is None else where(stmt.excluded)
     return stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=condition)
 
@@ -205,9 +210,13 @@ class JobHistory:
         offset: int = 0,
         type: str | None = None,
         state: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], int]:
-        """A page of jobs, newest first, and how many jobs match in all."""
+        """A page of jobs, newest first, and how many jobs match in all (`owner`: only
+        that user's)."""
         where: list[ColumnElement[bool]] = []
+        if owner is not None:
+            where.append(jobs_table.c.owner == owner)
         if type is not None:
             where.append(jobs_table.c.type == type)
         if state is not None:
@@ -254,10 +263,12 @@ class JobHistory:
             row = conn.execute(query).first()
         return None if row is None else ProfileRecord.model_validate(dict(row._mapping))
 
-    def list_profiles(self) -> list[ProfileRecord]:
-        """All profiles, newest first."""
+    def list_profiles(self, owner: str | None = None) -> list[ProfileRecord]:
+        """All profiles (`owner`: only that user's), newest first."""
         newest_first = (profiles_table.c.created_at.desc(), profiles_table.c.id.desc())
         query = select(profiles_table).order_by(*newest_first)
+        if owner is not None:
+            query = query.where(profiles_table.c.owner == owner)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [ProfileRecord.model_validate(dict(row._mapping)) for row in rows]

@@ -66,6 +66,9 @@ class Job(BaseModel):
     message: str | None = None
     eta_seconds: float | None = Field(None, alias="etaSeconds")
     attempt: int = 1
+    # The user id of who submitted it (issue 11). None only for history from before
+    # accounts existed; the migration gives those to the owner account.
+    owner: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -87,6 +90,7 @@ class Job(BaseModel):
             "result": self.result,
             "error": self.error,
             "attempt": self.attempt,
+            "owner": self.owner,
             "createdAt": self.created_at,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,

@@ -177,6 +177,7 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
             trigger_token=token,
             artifacts=artifacts,
             metadata=metadata,
+            owner=run.job.owner,
         )
     )
     store.delete_prefix(checkpoint_prefix(job_id))
