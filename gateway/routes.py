@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from gateway import ownership, uploads
-from gateway.auth import CurrentUser, require_user
+from gateway.auth import SESSION_COOKIE, CurrentUser, require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot import keys
+from myspinbot.accounts import AccountError
 from myspinbot.db.uploads import UploadKind
 from myspinbot.deletion import Deleted, Deletion, DeletionRefused, HistoryCatchingUp
 from myspinbot.generation.options import portrait_key
@@ -624,9 +625,11 @@ async def capabilities(request: Request, user: CurrentUser) -> Any:
 
 
 # --- the right to delete (myspinbot/deletion.py) ----------------------------------------------
-async def _delete(s: Services, what: str, do: Callable[[Deletion], Deleted | None]) -> Response:
-    """Run a deletion in a worker thread; 204, or 404 when there is nothing (any more) by
-    that id: a second DELETE of the same object answers 404."""
+async def _delete(
+    s: Services, missing: ApiError, do: Callable[[Deletion], Deleted | None]
+) -> Deleted:
+    """Run a deletion in a worker thread. Nothing (any more) by that id, or someone else's:
+    `missing`, so a second DELETE of the same object answers 404 like an unknown id."""
     if s.deletion is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     deletion = s.deletion
@@ -637,12 +640,17 @@ async def _delete(s: Services, what: str, do: Callable[[Deletion], Deleted | Non
     except HistoryCatchingUp as exc:
         raise ApiError(503, str(exc)) from None
     except StorageError as exc:
-        # Nothing of the SQL record went yet: the same DELETE again finishes the job.
+        # The SQL records go last, so the same DELETE again finishes what was started.
         raise ApiError(503, f"Could not delete from storage ({exc}); try again.") from None
     if deleted is None:
-        raise ApiError(404, f"No {what} (it may have been deleted already)")
-    log.info("Deleted %s: %d objects, jobs %s", what, deleted.objects, list(deleted.jobs))
-    return Response(status_code=204)
+        raise missing
+    log.info("Deleted %s: %d objects, jobs %s", deleted.id, deleted.objects, list(deleted.jobs))
+    return deleted
+
+
+def _owner(user: ownership.Viewer) -> str | None:
+    """Whose objects the user may delete: their own; an admin's, anyone's (None)."""
+    return None if ownership.is_admin(user) else user.id
 
 
 @router.delete(
@@ -652,8 +660,10 @@ async def _delete(s: Services, what: str, do: Callable[[Deletion], Deleted | Non
     summary="Delete a finished job: its inputs, outputs and records (a second time: 404)",
     responses={404: {"description": "No such job"}, 409: {"description": "Still running"}},
 )
-async def delete_job(job_id: str, request: Request) -> Response:
-    return await _delete(services(request), f"job with id {job_id!r}", lambda d: d.job(job_id))
+async def delete_job(job_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    await _delete(services(request), ownership.no_job(job_id), lambda d: d.job(job_id, owner))
+    return Response(status_code=204)
 
 
 @router.delete(
@@ -664,7 +674,40 @@ async def delete_job(job_id: str, request: Request) -> Response:
     "with it, and their records (a second time: 404)",
     responses={404: {"description": "No such profile"}, 409: {"description": "In use"}},
 )
-async def delete_profile(profile_id: str, request: Request) -> Response:
-    return await _delete(
-        services(request), f"profile with id {profile_id!r}", lambda d: d.profile(profile_id)
-    )
+async def delete_profile(profile_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    missing = ownership.no_profile(profile_id)
+    await _delete(services(request), missing, lambda d: d.profile(profile_id, owner))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    response_class=Response,
+    summary="Delete your account and everything you own: profiles, jobs, uploads, tokens",
+    responses={409: {"description": "A job is unfinished, or you are the last admin"}},
+)
+async def delete_me(request: Request, user: CurrentUser) -> Response:
+    s = services(request)
+
+    def last_admin() -> bool:
+        admins = [u for u in s.accounts.list_users() if u.role == "admin"]
+        return ownership.is_admin(user) and len(admins) <= 1
+
+    # Checked before anything goes: the account could not be removed after.
+    if await anyio.to_thread.run_sync(last_admin):
+        raise ApiError(
+            409,
+            f"{user.name!r} is the last admin; make another user admin first "
+            "(`myspinbot users add NAME --role admin`), then delete this account.",
+        )
+    await _delete(s, ownership.no_profile(user.id), lambda d: d.account(user.id))
+    try:
+        await anyio.to_thread.run_sync(s.accounts.remove_user, user.id)
+    except AccountError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    # Its sessions and tokens went with it; the browser may forget the cookie too.
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

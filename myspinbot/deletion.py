@@ -51,6 +51,9 @@ UPLOAD_PREFIXES = {"portraitImage": portrait_key(""), "narrationAudio": narratio
 
 
 FANOUT_PAGE = 1000
+PAGE = 500
+# The kind an `uploads` row records -> the option a generate job names that upload in.
+UPLOAD_OPTIONS = {"portrait": "portraitImage", "narration": "narrationAudio"}
 
 
 class DeletionRefused(Exception):
@@ -93,10 +96,11 @@ class Deletion:
         self.triton_retry_s = triton_retry_s
 
     # --- jobs -------------------------------------------------------------------------------
-    def job(self, job_id: str) -> Deleted | None:
-        """Delete a finished job's inputs, outputs and records; None if there is no such job."""
+    def job(self, job_id: str, owner: str | None = None) -> Deleted | None:
+        """Delete a finished job's inputs, outputs and records; None if there is no such job
+        (or, with `owner`, none of theirs: someone else's is as missing)."""
         job = self.find_job(job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             return None
         if not job.state.terminal:
             raise DeletionRefused(
@@ -105,21 +109,27 @@ class Deletion:
             )
         self._history_settled()
         objects = self._job_objects([job])
-        self._forget_jobs([job.id])
+        self._forget_jobs([job])
         self.history.delete_records([job.id])
         return Deleted(job_id, objects, (job_id,))
 
     def find_job(self, job_id: str) -> Job | None:
-        """The live state (the newer one) if Redis has it, else the history's."""
+        """The live state (the newer one) if Redis has it, else the history's; the owner
+        from the history when the live copy predates accounts (the history adopted it)."""
         live = job_from_hash(self.redis.hgetall(keys.job(job_id)))
-        return live or self.history.get_job(job_id)
+        if live is not None and live.owner is not None:
+            return live
+        stored = self.history.get_job(job_id)
+        if live is None or stored is None:
+            return live or stored
+        return live.model_copy(update={"owner": stored.owner})
 
     # --- profiles ---------------------------------------------------------------------------
-    def profile(self, profile_id: str) -> Deleted | None:
+    def profile(self, profile_id: str, owner: str | None = None) -> Deleted | None:
         """Delete a profile and everything made of the person; None if there is no such
-        profile."""
+        profile (or, with `owner`, none of theirs)."""
         record = self.history.get_profile(profile_id)
-        if record is None:
+        if record is None or (owner is not None and record.owner != owner):
             return None
         jobs = self._profile_jobs(record)
         busy = [j for j in jobs if not j.state.terminal]
@@ -138,7 +148,7 @@ class Deletion:
         for digest in digests:
             objects += self.store.delete_prefix(portrait_cache_prefix(digest))
         job_ids = [j.id for j in jobs]
-        self._forget_jobs(job_ids)
+        self._forget_jobs(jobs)
         self.history.delete_records(job_ids, [record.id])
         # A render that read the profile just before its row went may have loaded the model
         # since the first unload; without the row no later job can.
@@ -192,6 +202,61 @@ class Deletion:
             triton.close()
         return (name,)
 
+    # --- accounts ---------------------------------------------------------------------------
+    def account(self, owner: str) -> Deleted:
+        """Delete everything `owner` (a user id) owns: their profiles (each as `profile`),
+        their jobs, their uploads. The account itself is the caller's to remove after
+        (myspinbot.accounts): this module knows objects, not credentials. Refused, before
+        anything goes, while one of their jobs is queued or running."""
+        profiles = self.history.list_profiles(owner=owner)
+        jobs = self._jobs_of(owner)
+        busy = [j for j in jobs if not j.state.terminal]
+        for record in profiles:
+            busy += [j for j in self._profile_jobs(record) if not j.state.terminal]
+        if busy:
+            j = busy[0]
+            raise DeletionRefused(
+                f"{len(busy)} of your jobs are not finished ({j.type} job {j.id} is "
+                f"{j.state.value}): cancel them (`myspinbot cancel ID`) or wait for them to "
+                "end, then delete the account."
+            )
+        self._history_settled()
+        objects, job_ids, models = 0, list[str](), list[str]()
+        for record in profiles:
+            gone = self.profile(record.id)
+            if gone is not None:
+                objects += gone.objects
+                job_ids += gone.jobs
+                models += gone.models
+        for job in self._jobs_of(owner):
+            gone_job = self.job(job.id)
+            if gone_job is not None:
+                objects += gone_job.objects
+                job_ids += gone_job.jobs
+        for upload_id, kind in self.history.uploads_owned(owner):
+            option = UPLOAD_OPTIONS.get(kind)
+            if option is not None:
+                objects += self._upload(option, upload_id, force=True)
+        self.redis.delete(keys.user_jobs(owner))
+        return Deleted(owner, objects, tuple(job_ids), tuple(models))
+
+    def _jobs_of(self, owner: str) -> list[Job]:
+        """Every job of `owner`: the history's, and live ones it may not have yet."""
+        found: dict[str, Job] = {}
+        offset = 0
+        while True:
+            page, total = self.history.list_jobs(limit=PAGE, offset=offset, owner=owner)
+            found.update((j.id, j) for j in page)
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        live_ids: Any = self.redis.zrange(keys.user_jobs(owner), 0, -1)
+        for job_id in [*found, *live_ids]:
+            job = self.find_job(str(job_id))
+            if job is not None and job.owner == owner:
+                found[job.id] = job
+        return list(found.values())
+
     # --- the parts ----------------------------------------------------------------------------
     def _history_settled(self) -> None:
         if self.redis.xlen(keys.HISTORY_OUTBOX):
@@ -214,20 +279,24 @@ class Deletion:
                     count += self._upload(option, upload, keep_for=going)
         return count
 
-    def _upload(self, option: str, upload_id: str, keep_for: Iterable[str] = ()) -> int:
-        """Delete one upload unless a job that is not going names it too."""
+    def _upload(
+        self, option: str, upload_id: str, keep_for: Iterable[str] = (), force: bool = False
+    ) -> int:
+        """Delete one upload (the object, its cached upscales, its owner record) unless a
+        job that is not going names it too (`force`: even then)."""
         going = set(keep_for)
         users = self.history.jobs_mentioning(f'"{option}":"{upload_id}"')
-        if any(j.id not in going for j in users):
+        if not force and any(j.id not in going for j in users):
             return 0
         key = UPLOAD_PREFIXES[option] + upload_id
-        if key not in self.store.list_keys(key):
-            return 0
         count = 0
-        if option == "portraitImage":
-            digest = hashlib.sha256(self.store.get_bytes(key)).hexdigest()
-            count += self.store.delete_prefix(portrait_cache_prefix(digest))
-        return count + self.store.delete_keys([key])
+        if key in self.store.list_keys(key):
+            if option == "portraitImage":
+                digest = hashlib.sha256(self.store.get_bytes(key)).hexdigest()
+                count += self.store.delete_prefix(portrait_cache_prefix(digest))
+            count += self.store.delete_keys([key])
+        self.history.delete_records([], upload_ids=[upload_id])
+        return count
 
     def unused_uploads(self, before: float) -> list[str]:
         """Delete the uploads (portraits, narrations) stored before `before` that no job
@@ -239,18 +308,20 @@ class Deletion:
                     gone.append(key)
         return gone
 
-    def _forget_jobs(self, job_ids: Sequence[str]) -> None:
+    def _forget_jobs(self, jobs: Sequence[Job]) -> None:
         """Every Redis record of the jobs: live state, event stream, cancel flag, pending
         mark, dead letters, their events in the fanout view, and the idempotency keys that
         point at them. (The job and event streams are left alone: a finished job's entries
         there are acknowledged, and trimmed within a second by runtime/stream.lua.)"""
-        if not job_ids:
+        if not jobs:
             return
-        ids = set(job_ids)
+        ids = {j.id for j in jobs}
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.delete(keys.job(job_id), keys.job_events(job_id), keys.job_cancel(job_id))
-            pipe.zrem(keys.SUBMITS_PENDING, job_id)
+        for job in jobs:
+            pipe.delete(keys.job(job.id), keys.job_events(job.id), keys.job_cancel(job.id))
+            pipe.zrem(keys.SUBMITS_PENDING, job.id)
+            if job.owner:
+                pipe.zrem(keys.user_jobs(job.owner), job.id)
         pipe.execute()
         for stream in [keys.job_stream(t) for t in keys.JOB_TYPES] + [keys.EVENTS]:
             dead = keys.dead_letter(stream)

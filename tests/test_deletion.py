@@ -31,6 +31,8 @@ from tests.media_fixtures import face_photos, voice_clip
 from tests.support import FUNCTIONS, RunningPlatform, wait_for
 from tests.triton_support import Exported
 
+# Two trainings and several videos on the shared CPU.
+pytestmark = pytest.mark.timeout(1800)
 TRAIN = {"steps": 10, "rank": 4, "learningRate": 1e-2, "seed": 3}
 NARRATION = "Hello, this is a short video."
 DAY_S = 86400.0
@@ -94,8 +96,13 @@ def generate(p: RunningPlatform, **body: Any) -> str:
     return job_id
 
 
-def delete(p: RunningPlatform, path: str) -> httpx.Response:
-    return httpx.delete(p.url + path, timeout=60)
+def delete(p: RunningPlatform, path: str, token: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return p.delete(path, headers=headers, timeout=60)
+
+
+def cli_run(p: RunningPlatform, *args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), env=p.cli_env())
 
 
 def store(p: RunningPlatform) -> ArtifactStore:
@@ -215,7 +222,7 @@ def test_deleting_a_trained_and_used_profile_leaves_nothing_of_it(
     # Deleting twice is fine: the second answer is 404, from the API and from the CLI.
     again = delete(platform, f"/api/profiles/{gone}")
     assert again.status_code == 404 and "No profile" in again.json()["error"]
-    out = CliRunner().invoke(cli, ["profiles", "delete", gone, "--yes", "--url", platform.url])
+    out = cli_run(platform, "profiles", "delete", gone, "--yes")
     assert out.exit_code == 1 and "404" in out.output and "No profile" in out.output
 
 
@@ -230,7 +237,7 @@ def test_deleting_a_job_removes_its_inputs_and_outputs(
     assert any(k.startswith("generations/") for k in mine) and f"portraits/{portrait}" in mine
     urls = links(platform, kept, [job_id])
 
-    out = CliRunner().invoke(cli, ["jobs", "delete", job_id, "--yes", "--url", platform.url])
+    out = cli_run(platform, "jobs", "delete", job_id, "--yes")
     assert out.exit_code == 0, out.output
 
     assert mentions(bucket(platform), [job_id, portrait]) == []
@@ -329,3 +336,38 @@ def test_retention_sweeps_old_jobs_and_uploads_and_keeps_new_ones(
     assert store(platform).list_keys(f"generations/{new}/")
     assert store(platform).list_keys(f"portraits/{new_upload}")
     assert platform.get(f"/api/profiles/{kept}").status_code == 200
+
+
+def test_a_member_deletes_their_account_and_everything_they_own(
+    platform: RunningPlatform, profiles: dict[str, str]
+) -> None:
+    """DELETE /api/me: their uploads, jobs and videos, their tokens and the account go;
+    someone else's objects cannot be deleted by them (404, as if missing) and stay."""
+    kept = profiles["kept"]
+    token = platform.add_user("mallory")
+    auth = {"Authorization": f"Bearer {token}"}
+    me = platform.get("/api/me", headers=auth).json()["id"]
+    name, data = face_photos(3)[2]
+    portrait = platform.post("/api/portraits", files={"image": (name, data)}, headers=auth)
+    portrait_id = portrait.json()["portraitId"]
+    body = {"mode": "direct", "narration": NARRATION, "options": {"portraitImage": portrait_id}}
+    resp = platform.post("/api/generate", json=body, headers=auth)
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["jobId"]
+    assert platform.wait_state(job_id, {"completed", "failed"}, timeout=300)["state"] == (
+        "completed"
+    )
+    assert mentions(bucket(platform), [job_id, portrait_id])
+
+    # Someone else's profile and training job are as missing to a member, and stay.
+    assert delete(platform, f"/api/profiles/{kept}", token).status_code == 404
+    assert delete(platform, f"/api/jobs/{kept}", token).status_code == 404
+    assert platform.get(f"/api/profiles/{kept}").status_code == 200
+
+    assert delete(platform, "/api/me", token).status_code == 204
+    assert mentions(bucket(platform), [job_id, portrait_id]) == []
+    assert mentions(sql_rows(platform), [me, job_id, portrait_id]) == []
+    assert platform.get("/api/me", headers=auth).status_code == 401  # the token went too
+    # The admin's (the platform owner's) objects are untouched.
+    assert platform.get(f"/api/profiles/{kept}").status_code == 200
+    assert all(httpx.get(u).status_code == 200 for u in links(platform, kept, []))

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from myspinbot import keys
-from myspinbot.db import JobHistory
+from myspinbot.db import JobHistory, ProfileRecord
+from myspinbot.db.uploads import Uploads
 from myspinbot.deletion import Deletion, DeletionRefused, HistoryCatchingUp
 from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
@@ -159,3 +160,39 @@ def test_retention_deletes_what_ended_before_the_cutoff_only(
     swept = sweep(Deletion(r, history, store), retention_s=DAY_S, now=time.time() + 2 * DAY_S)
     assert swept.jobs == [new.id] and swept.uploads == [upload]
     assert store.list_keys("") == []
+
+
+def test_an_account_takes_everything_it_owns_and_nothing_else(
+    r: redis.Redis, relay: Relay, history: JobHistory, store: ArtifactStore, db_url: str
+) -> None:
+    portrait = "c" * 32
+    mine = Job(type="generate", owner="u1", params={"options": {"portraitImage": portrait}})
+    theirs = Job(type="generate", owner="u2", params={"mode": "direct"})
+    for job in (mine, theirs):
+        run(relay, job, JobState.running, JobState.completed)
+        store.put_bytes(f"generations/{job.id}/video.mp4", b"video")
+    profile = ProfileRecord(id="d" * 32, name="Ada", owner="u1")
+    history.save_profile(profile)
+    store.put_bytes(f"profiles/{profile.id}/portrait.png", b"png")
+    uploads = Uploads.open(db_url)
+    try:
+        uploads.add("portrait", portrait, "u1")
+        store.put_bytes(f"portraits/{portrait}", b"portrait")
+        deletion = Deletion(r, history, store)
+
+        busy = Job(type="train", owner="u1", params={"name": "Ada"})
+        run(relay, busy, JobState.running)
+        with pytest.raises(DeletionRefused, match="cancel them"):
+            deletion.account("u1")
+        assert len(store.list_keys("")) == 4  # refused before anything went
+        run(relay, busy, JobState.cancelled, new=False)
+
+        gone = deletion.account("u1")
+        assert sorted(gone.jobs) == sorted([mine.id, busy.id])
+        assert store.list_keys("") == [f"generations/{theirs.id}/video.mp4"]
+        assert history.get_profile(profile.id) is None
+        assert uploads.get("portrait", portrait) is None
+        assert history.get_job(theirs.id) is not None
+        assert "u1" not in dump(r)
+    finally:
+        uploads.close()

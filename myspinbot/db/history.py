@@ -37,6 +37,7 @@ from myspinbot.db.migrations import migrate
 from myspinbot.db.schema import job_events as events_table
 from myspinbot.db.schema import jobs as jobs_table
 from myspinbot.db.schema import profiles as profiles_table
+from myspinbot.db.schema import uploads as uploads_table
 from myspinbot.jobs.models import TERMINAL_STATES, Job, JobEvent, now
 
 _SQLITE_PRAGMAS = (
@@ -297,9 +298,22 @@ class JobHistory:
         with self._engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).all()]
 
-    def delete_records(self, job_ids: Sequence[str], profile_ids: Sequence[str] = ()) -> int:
-        """Remove these jobs (with their events) and profiles in one transaction; returns
-        how many rows went."""
+    def uploads_owned(self, owner: str) -> list[tuple[str, str]]:
+        """(id, kind) of every upload (portrait, narration) `owner` made."""
+        query = select(uploads_table.c.id, uploads_table.c.kind).where(
+            uploads_table.c.owner == owner
+        )
+        with self._engine.connect() as conn:
+            return [(str(row.id), str(row.kind)) for row in conn.execute(query).all()]
+
+    def delete_records(
+        self,
+        job_ids: Sequence[str],
+        profile_ids: Sequence[str] = (),
+        upload_ids: Sequence[str] = (),
+    ) -> int:
+        """Remove these jobs (with their events), profiles and uploads' records in one
+        transaction; returns how many rows went."""
         removed = 0
         with self._engine.begin() as conn:
             if job_ids:
@@ -311,6 +325,9 @@ class JobHistory:
             if profile_ids:
                 where = profiles_table.c.id.in_(list(profile_ids))
                 removed += conn.execute(delete(profiles_table).where(where)).rowcount
+            if upload_ids:
+                where = uploads_table.c.id.in_(list(upload_ids))
+                removed += conn.execute(delete(uploads_table).where(where)).rowcount
         return removed
 
     # --- lifecycle ---------------------------------------------------------------------
