@@ -23,7 +23,13 @@ from gateway.services import Services
 from myspinbot import keys
 from myspinbot.accounts import AccountError
 from myspinbot.db.uploads import UploadKind
-from myspinbot.deletion import Deleted, Deletion, DeletionRefused, HistoryCatchingUp
+from myspinbot.deletion import (
+    Deleted,
+    Deletion,
+    DeletionFailed,
+    DeletionRefused,
+    HistoryCatchingUp,
+)
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
@@ -637,7 +643,7 @@ async def _delete(
         deleted = await anyio.to_thread.run_sync(lambda: do(deletion))
     except DeletionRefused as exc:
         raise ApiError(409, str(exc)) from None
-    except HistoryCatchingUp as exc:
+    except (HistoryCatchingUp, DeletionFailed) as exc:
         raise ApiError(503, str(exc)) from None
     except StorageError as exc:
         # The SQL records go last, so the same DELETE again finishes what was started.

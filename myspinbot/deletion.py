@@ -60,6 +60,10 @@ class DeletionRefused(Exception):
     """The object is still in use (a job queued or running); the message says what to do."""
 
 
+class DeletionFailed(Exception):
+    """A service refused part of the deletion; the same request again retries it."""
+
+
 class HistoryCatchingUp(Exception):
     """SQL writes wait in ws-relay's outbox (SQL was away): a row deleted now could be
     written back by the drain, so the deletion waits until the outbox is empty."""
@@ -187,7 +191,12 @@ class Deletion:
             return ()
         # Here, not at the top: ws-relay's retention sweep deletes jobs only, and stays
         # without tritonclient (and gevent) that way.
-        from myspinbot.triton.client import ModelNotLoaded, TritonClient, TritonUnavailable
+        from myspinbot.triton.client import (
+            ModelNotLoaded,
+            TritonClient,
+            TritonError,
+            TritonUnavailable,
+        )
 
         triton = TritonClient(self.triton_url, retry_s=self.triton_retry_s)
         try:
@@ -198,6 +207,10 @@ class Deletion:
             # A Triton that is not running holds no model, and per-profile models are not
             # in its repository, so it does not load this one again when it starts.
             log.warning("Could not reach Triton to unload %s: %s", name, exc)
+        except TritonError as exc:
+            # Refusing to unload what it does not have is fine; still serving it is not.
+            if triton.model_ready(name):
+                raise DeletionFailed(f"Triton did not unload {name}: {exc}") from exc
         finally:
             triton.close()
         return (name,)
