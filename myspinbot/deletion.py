@@ -22,6 +22,7 @@ second request finds nothing (the routes answer 404).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -312,13 +313,17 @@ class Deletion:
         return count
 
     def unused_uploads(self, before: float) -> list[str]:
-        """Delete the uploads (portraits, narrations) stored before `before` that no job
-        names; their keys."""
+        """Delete the uploads (portraits, narrations) made before `before` that no job
+        names; their keys. An upload's age is its record's (`uploads.created_at`), else,
+        for one stored before accounts, its object's Last-Modified."""
         gone: list[str] = []
         for option, prefix in UPLOAD_PREFIXES.items():
-            for key, modified in self.store.list_modified(prefix):
-                if modified < before and self._upload(option, key[len(prefix) :]):
-                    gone.append(key)
+            objects = self.store.list_modified(prefix)
+            listed = {key[len(prefix) :]: modified for key, modified in objects}
+            made = {**listed, **self.history.uploads_created(list(listed))}
+            for upload_id, when in made.items():
+                if when < before and self._upload(option, upload_id):
+                    gone.append(prefix + upload_id)
         return gone
 
     def _forget_jobs(self, jobs: Sequence[Job]) -> None:
@@ -343,6 +348,8 @@ class Deletion:
             if stale:
                 self.redis.xdel(dead, *stale)
         self._drop_fanout(ids)
+        for stream in [keys.EVENTS] + [keys.job_stream(t) for t in keys.JOB_TYPES]:
+            self._drop_delivered(stream, ids)
         for key in self.redis.scan_iter(match=keys.idempotency("*"), count=500):
             value = self.redis.get(key)
             if value is not None and str(value).split(" ", 1)[0] in ids:
@@ -362,3 +369,44 @@ class Deletion:
             if len(entries) < FANOUT_PAGE:
                 return
             start = "(" + entries[-1][0]
+
+    def _drop_delivered(self, stream: str, ids: set[str]) -> None:
+        """The jobs' entries in a job or event stream that every consumer group has had and
+        acknowledged. The stream's own trim keeps the newest delivered entry (it trims
+        below the last-delivered id), so a finished job's last event or message would stay
+        until the next one came. Undelivered or pending entries are left alone: something
+        still acts on them."""
+        entries: Any = self.redis.xrange(stream)
+        mine = [e for e, fields in entries if _body_job(fields) in ids]
+        if not mine:
+            return
+        groups: Any = self.redis.xinfo_groups(stream)
+        done = []
+        for entry in mine:
+            if all(self._acknowledged(stream, g, entry) for g in groups):
+                done.append(entry)
+        if done:
+            self.redis.xdel(stream, *done)
+
+    def _acknowledged(self, stream: str, group: dict[str, Any], entry: str) -> bool:
+        if _stream_id(entry) > _stream_id(str(group["last-delivered-id"])):
+            return False
+        pending: Any = self.redis.xpending_range(stream, group["name"], entry, entry, 1)
+        return not pending
+
+
+def _body_job(fields: dict[str, Any]) -> str | None:
+    """The job an event (`jobId`) or a job message (`id`) is about."""
+    try:
+        body = json.loads(fields.get("body", ""))
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    job_id = body.get("jobId") or body.get("id")
+    return job_id if isinstance(job_id, str) else None
+
+
+def _stream_id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)

@@ -9,10 +9,8 @@ Triton, and the links they were given no longer download anything.
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -171,6 +169,21 @@ def mentions(lines: list[str], needles: list[str]) -> list[str]:
     return [line for line in lines if any(n in line for n in needles)]
 
 
+def nothing_in_redis(p: RunningPlatform, needles: list[str]) -> None:
+    """Redis holds nothing of them once the job streams' acknowledged entries are trimmed
+    (within a second); on a timeout, the failure names what is left."""
+    left: list[str] = []
+
+    def clean() -> bool:
+        left[:] = mentions(redis_dump(p), needles)
+        return not left
+
+    try:
+        wait_for(clean, timeout=10, what="Redis to forget the deleted objects")
+    except AssertionError:
+        raise AssertionError(f"Redis still holds: {left}") from None
+
+
 def test_deleting_a_trained_and_used_profile_leaves_nothing_of_it(
     platform: RunningPlatform, profiles: dict[str, str], triton: str
 ) -> None:
@@ -203,12 +216,7 @@ def test_deleting_a_trained_and_used_profile_leaves_nothing_of_it(
 
     assert mentions(bucket(platform), needles) == []
     assert mentions(sql_rows(platform), needles) == []
-    # The job streams' acknowledged entries are trimmed within a second.
-    wait_for(
-        lambda: mentions(redis_dump(platform), [gone, rendered, photo, model]) == [],
-        timeout=10,
-        what=f"Redis to hold nothing of {gone}",
-    )
+    nothing_in_redis(platform, [gone, rendered, photo, model])
     assert not triton_has(triton, model)
     assert [u for u in urls if httpx.get(u).status_code == 200] == []
     for job_id in (rendered, photo):
@@ -242,11 +250,7 @@ def test_deleting_a_job_removes_its_inputs_and_outputs(
 
     assert mentions(bucket(platform), [job_id, portrait]) == []
     assert mentions(sql_rows(platform), [job_id, portrait]) == []
-    wait_for(
-        lambda: mentions(redis_dump(platform), [job_id]) == [],
-        timeout=10,
-        what=f"Redis to hold nothing of {job_id}",
-    )
+    nothing_in_redis(platform, [job_id])
     assert platform.get(f"/api/status/{job_id}").status_code == 404
     generated = [u for u in urls if job_id in u]
     assert generated and [u for u in generated if httpx.get(u).status_code == 200] == []
@@ -284,25 +288,15 @@ def test_a_running_job_or_a_profile_in_use_is_refused_until_cancelled(
     assert mentions(bucket(platform), [job_id]) == []
 
 
-def backdate_job(p: RunningPlatform, job_id: str, days: float) -> None:
+def backdate(p: RunningPlatform, sql: str, row_id: str, days: float) -> None:
+    """Set a row's timestamps `days` back, in the platform's own SQLite."""
     then = time.time() - days * DAY_S
     engine = sa.create_engine(f"sqlite:///{p.data_dir / 'myspinbot.db'}")
     try:
         with engine.begin() as conn:
-            done = conn.execute(
-                sa.text("UPDATE jobs SET finished_at = :t, updated_at = :t WHERE id = :id"),
-                {"t": then, "id": job_id},
-            )
-            assert done.rowcount == 1
+            assert conn.execute(sa.text(sql), {"t": then, "id": row_id}).rowcount == 1
     finally:
         engine.dispose()
-
-
-def backdate_object(p: RunningPlatform, key: str, days: float) -> None:
-    """The embedded S3 serves files: an object's Last-Modified is its file's mtime."""
-    path: Path = p.data_dir / "s3" / "myspinbot" / key
-    then = time.time() - days * DAY_S
-    os.utime(path, (then, then))
 
 
 def test_retention_sweeps_old_jobs_and_uploads_and_keeps_new_ones(
@@ -317,9 +311,8 @@ def test_retention_sweeps_old_jobs_and_uploads_and_keeps_new_ones(
         for _ in "ab"
     ]
     old_upload, new_upload = uploads
-    backdate_job(platform, old, days=2)
-    backdate_object(platform, f"portraits/{old_upload}", days=2)
-    assert store(platform).list_modified(f"portraits/{old_upload}")[0][1] < time.time() - DAY_S
+    backdate(platform, "UPDATE jobs SET finished_at = :t, updated_at = :t WHERE id = :id", old, 2)
+    backdate(platform, "UPDATE uploads SET created_at = :t WHERE id = :id", old_upload, 2)
 
     wait_for(
         lambda: (
@@ -330,7 +323,7 @@ def test_retention_sweeps_old_jobs_and_uploads_and_keeps_new_ones(
         what="the retention sweep",
     )
     assert mentions(bucket(platform), [old, old_upload]) == []
-    assert mentions(sql_rows(platform), [old]) == []
+    assert mentions(sql_rows(platform), [old, old_upload]) == []
     # What is newer than a day stays, and so does the profile (never swept).
     assert platform.status(new)["state"] == "completed"
     assert store(platform).list_keys(f"generations/{new}/")

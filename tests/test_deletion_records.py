@@ -196,3 +196,23 @@ def test_an_account_takes_everything_it_owns_and_nothing_else(
         assert "u1" not in dump(r)
     finally:
         uploads.close()
+
+
+def test_a_deleted_jobs_delivered_stream_entries_go_and_undelivered_ones_stay(
+    r: redis.Redis, relay: Relay, history: JobHistory, store: ArtifactStore
+) -> None:
+    """A stream's own trim keeps its newest delivered entry; the deletion removes the job's
+    entries that every group has acknowledged, and nothing something still acts on."""
+    job = Job(type="generate", params={"mode": "direct"})
+    run(relay, job, JobState.running, JobState.completed)
+    stream = keys.EVENTS
+    r.xgroup_create(stream, "ws-relay", id="0", mkstream=True)
+    acked = r.xadd(stream, {"body": json.dumps({"jobId": job.id, "state": "completed"})})
+    r.xreadgroup("ws-relay", "c1", {stream: ">"}, count=1)
+    r.xack(stream, "ws-relay", acked)
+    pending = r.xadd(stream, {"body": json.dumps({"jobId": job.id, "state": "completed"})})
+    r.xreadgroup("ws-relay", "c1", {stream: ">"}, count=1)  # delivered, not acknowledged
+    undelivered = r.xadd(stream, {"body": json.dumps({"jobId": job.id, "kind": "late"})})
+
+    assert Deletion(r, history, store).job(job.id) is not None
+    assert [e for e, _ in r.xrange(stream)] == [pending, undelivered]

@@ -306,6 +306,16 @@ class JobHistory:
         with self._engine.connect() as conn:
             return [(str(row.id), str(row.kind)) for row in conn.execute(query).all()]
 
+    def uploads_created(self, upload_ids: Sequence[str]) -> dict[str, float]:
+        """When each of these uploads was made, for those with a record."""
+        if not upload_ids:
+            return {}
+        query = select(uploads_table.c.id, uploads_table.c.created_at).where(
+            uploads_table.c.id.in_(list(upload_ids))
+        )
+        with self._engine.connect() as conn:
+            return {str(row.id): float(row.created_at) for row in conn.execute(query).all()}
+
     def delete_records(
         self,
         job_ids: Sequence[str],
