@@ -10,23 +10,31 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from gateway import ownership, uploads
-from gateway.auth import CurrentUser, require_user
+from gateway.auth import SESSION_COOKIE, CurrentUser, require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot import keys
+from myspinbot.accounts import AccountError
 from myspinbot.db.uploads import UploadKind
+from myspinbot.deletion import (
+    Deleted,
+    Deletion,
+    DeletionFailed,
+    DeletionRefused,
+    HistoryCatchingUp,
+)
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
 from myspinbot.speech.narration import narration_key
-from myspinbot.storage import ArtifactStore
+from myspinbot.storage import ArtifactStore, StorageError
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
@@ -622,3 +630,92 @@ async def capabilities(request: Request, user: CurrentUser) -> Any:
             for name, f in sorted(fns.items())
         }
     }
+
+
+# --- the right to delete (myspinbot/deletion.py) ----------------------------------------------
+async def _delete(
+    s: Services, missing: ApiError, do: Callable[[Deletion], Deleted | None]
+) -> Deleted:
+    """Run a deletion in a worker thread. Nothing (any more) by that id, or someone else's:
+    `missing`, so a second DELETE of the same object answers 404 like an unknown id."""
+    if s.deletion is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    deletion = s.deletion
+    try:
+        deleted = await anyio.to_thread.run_sync(lambda: do(deletion))
+    except DeletionRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    except (HistoryCatchingUp, DeletionFailed) as exc:
+        raise ApiError(503, str(exc)) from None
+    except StorageError as exc:
+        # The SQL records go last, so the same DELETE again finishes what was started.
+        raise ApiError(503, f"Could not delete from storage ({exc}); try again.") from None
+    if deleted is None:
+        raise missing
+    log.info("Deleted %s: %d objects, jobs %s", deleted.id, deleted.objects, list(deleted.jobs))
+    return deleted
+
+
+def _owner(user: ownership.Viewer) -> str | None:
+    """Whose objects the user may delete: their own; an admin's, anyone's (None)."""
+    return None if ownership.is_admin(user) else user.id
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a finished job: its inputs, outputs and records (a second time: 404)",
+    responses={404: {"description": "No such job"}, 409: {"description": "Still running"}},
+)
+async def delete_job(job_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    await _delete(services(request), ownership.no_job(job_id), lambda d: d.job(job_id, owner))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/profiles/{profile_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a profile: photos, voice, LoRA, renders, its Triton model, the jobs made "
+    "with it, and their records (a second time: 404)",
+    responses={404: {"description": "No such profile"}, 409: {"description": "In use"}},
+)
+async def delete_profile(profile_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    missing = ownership.no_profile(profile_id)
+    await _delete(services(request), missing, lambda d: d.profile(profile_id, owner))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    response_class=Response,
+    summary="Delete your account and everything you own: profiles, jobs, uploads, tokens",
+    responses={409: {"description": "A job is unfinished, or you are the last admin"}},
+)
+async def delete_me(request: Request, user: CurrentUser) -> Response:
+    s = services(request)
+
+    def last_admin() -> bool:
+        admins = [u for u in s.accounts.list_users() if u.role == "admin"]
+        return ownership.is_admin(user) and len(admins) <= 1
+
+    # Checked before anything goes: the account could not be removed after.
+    if await anyio.to_thread.run_sync(last_admin):
+        raise ApiError(
+            409,
+            f"{user.name!r} is the last admin; make another user admin first "
+            "(`myspinbot users add NAME --role admin`), then delete this account.",
+        )
+    await _delete(s, ownership.no_profile(user.id), lambda d: d.account(user.id))
+    try:
+        await anyio.to_thread.run_sync(s.accounts.remove_user, user.id)
+    except AccountError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    # Its sessions and tokens went with it; the browser may forget the cookie too.
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

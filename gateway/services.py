@@ -19,8 +19,10 @@ from gateway.hub import Hub
 from gateway.links import Links
 from myspinbot import keys
 from myspinbot.accounts import Accounts
+from myspinbot.db import JobHistory
 from myspinbot.db.history import create_db_engine
 from myspinbot.db.uploads import Uploads
+from myspinbot.deletion import Deletion
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
@@ -43,6 +45,7 @@ class Services:
     uploads: Uploads  # who uploaded each portrait and narration
     links: Links
     accounts: Accounts
+    deletion: Deletion | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -80,6 +83,7 @@ class Services:
                 create_db_engine(settings.sqlalchemy_url),
                 outage_grace_s=settings.auth_outage_grace_s,
             ),
+            deletion=_deletion(settings, redis_url, store),
         )
 
     async def close(self) -> None:
@@ -89,6 +93,9 @@ class Services:
         self.db.dispose()
         self.uploads.close()
         self.accounts.close()
+        if self.deletion is not None:
+            self.deletion.history.close()
+            self.deletion.redis.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -178,6 +185,20 @@ class Services:
             if info.get("metricsPort"):
                 fn["metricsPorts"].append(info["metricsPort"])
         return out
+
+
+def _deletion(settings: Settings, redis_url: str, store: ArtifactStore | None) -> Deletion | None:
+    """Deletion is synchronous (run in worker threads): its own blocking Redis client and
+    SQL engine, and the Triton a profile's LoRA model may be loaded in."""
+    if store is None:
+        return None
+    return Deletion(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        JobHistory(settings.sqlalchemy_url),
+        store,
+        triton_url=settings.triton_url,
+        triton_retry_s=min(settings.triton_retry_s, 5.0),
+    )
 
 
 def now() -> float:

@@ -106,3 +106,8 @@ def triton_lora_load_lock(model: str) -> str:
     """Held while one replica brings a profile's LoRA model online, so others wait for it
     rather than load the same model again."""
     return f"{PREFIX}lock:triton-lora:{model}"
+
+
+# Taken (SET NX, expiring after one sweep interval) by the ws-relay replica that runs this
+# round of the retention sweep (myspinbot/retention.py), so replicas do not all sweep.
+RETENTION_ROUND = f"{PREFIX}retention:round"

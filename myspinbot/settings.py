@@ -159,6 +159,16 @@ class Settings(BaseSettings):
         description="Inputs of a submit that never queued (the gateway died) are deleted "
         "after this long.",
     )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Finished jobs (their inputs, outputs and records) and unused uploads "
+        "older than this many days are deleted by ws-relay's retention sweep; unset: kept "
+        "until someone deletes them. Profiles are never swept.",
+    )
+    retention_sweep_s: float = Field(
+        3600.0, gt=0, description="How often the retention sweep runs, in seconds."
+    )
     test_crash_before_queue: Path | None = Field(
         None,
         description="TEST HOOK, never set in production: while this file exists, a train "

@@ -70,9 +70,8 @@ class World:
         }[actor]
 
     def call(self, actor: str, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(
-            method, self.platform.url + path, headers=bearer(self.token(actor)), timeout=30, **kw
-        )
+        headers = {**bearer(self.token(actor)), **kw.pop("headers", {})}
+        return httpx.request(method, self.platform.url + path, headers=headers, timeout=30, **kw)
 
 
 def generate_body(test: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -154,6 +153,11 @@ def _make_alices_objects(w: World) -> None:
     trained = w.call("owner", "POST", "/api/train", data={"name": "Alice"}, files=train_files())
     assert trained.status_code == 202, trained.text
     ids["train"] = ids["profile"] = trained.json()["jobId"]
+    # Alice's objects the matrix deletes (the others must stay for the other operations).
+    ids["job_to_delete"] = submit(w, w.alice, {"steps": 1})
+    doomed = w.call("owner", "POST", "/api/train", data={"name": "Doomed"}, files=train_files())
+    assert doomed.status_code == 202, doomed.text
+    ids["profile_to_delete"] = doomed.json()["jobId"]
     portrait = w.call("owner", "POST", "/api/portraits", files=portrait_files())
     assert portrait.status_code == 201, portrait.text
     ids["portrait"] = portrait.json()["portraitId"]
@@ -163,7 +167,7 @@ def _make_alices_objects(w: World) -> None:
     token = w.call("owner", "POST", "/api/tokens", json={"name": "spare"})
     assert token.status_code == 201, token.text
     ids["token"] = token.json()["id"]
-    for key in ("job", "train"):
+    for key in ("job", "train", "job_to_delete", "profile_to_delete"):
         wait_state(w, w.alice, ids[key], {"completed"})
     for key in ("failed", "failed_to_retry"):
         wait_state(w, w.alice, ids[key], {"failed"})
@@ -467,6 +471,15 @@ def _new_user(w: World, actor: str) -> dict[str, Any]:
     return {"json": {"name": f"user-{uuid.uuid4().hex[:8]}"}}
 
 
+def _as_a_new_user(w: World, actor: str) -> dict[str, Any]:
+    """DELETE /api/me removes whoever asks: a member here is a fresh user of their own, so
+    bob and alice stay for the other operations. The admin is the platform's only admin,
+    whose account cannot go (409)."""
+    if actor in ("other", "owner"):
+        return {"headers": bearer(w.platform.add_user(f"leaving-{uuid.uuid4().hex[:8]}"))}
+    return {}
+
+
 def _all_tokens(w: World, actor: str) -> dict[str, Any]:
     return {"params": {"all": "true"}} if actor == "admin" else {}
 
@@ -476,6 +489,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/session"): public({200}, _session, none={401}, revoked={401}),
     ("DELETE", "/api/session"): signed_in({204}),
     ("GET", "/api/me"): signed_in({200}, check=_me),
+    ("DELETE", "/api/me"): Rule(
+        {"other": {204}, "owner": {204}, "admin": {409}}, request=_as_a_new_user
+    ),
     ("GET", "/api/users"): admins_only({200}),
     ("POST", "/api/users"): admins_only({201}, _new_user),
     ("DELETE", "/api/users/{user}"): Rule(
@@ -499,6 +515,8 @@ RULES: dict[tuple[str, str], Rule] = {
         "jobs", "jobId", "job", request=lambda w, a: {"params": {"limit": 200}}
     ),
     ("GET", "/api/jobs/{job_id}"): owned(_job("job"), {200}),
+    # Deleted by alice: the admin (after her) finds it gone.
+    ("DELETE", "/api/jobs/{job_id}"): owned(_job("job_to_delete"), {204}, {404}),
     # A finished job: the owner reaches it, and learns it cannot be cancelled.
     ("POST", "/api/jobs/{job_id}/cancel"): owned(_job("job"), {409}),
     # The admin's retry finds it queued again (409) or, already failed again, retries it.
@@ -506,6 +524,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/dead-letters"): own_list("deadLetters", "jobId", "failed"),
     ("GET", "/api/profiles"): own_list("profiles", "id", "profile"),
     ("GET", "/api/profiles/{profile_id}"): owned(lambda w: {"profile_id": w.ids["profile"]}, {200}),
+    ("DELETE", "/api/profiles/{profile_id}"): owned(
+        lambda w: {"profile_id": w.ids["profile_to_delete"]}, {204}, {404}
+    ),
     ("GET", "/api/capabilities"): signed_in({200}),
     ("GET", "/livez"): public({200}),
     ("GET", "/health"): public({200}),

@@ -35,6 +35,7 @@ from myspinbot.runtime.lease import LeaseLost
 from myspinbot.settings import Settings
 from myspinbot.speech.models import Speech
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.layout import output_prefix, portrait_cache_key
 from myspinbot.voice.profile import VoiceProfile
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ class GenerateParams(BaseModel):
 
 # One deps type for every pipeline; the name stays for the function handlers.
 GenerateDeps = PipelineDeps
-
-
-def output_prefix(job_id: str) -> str:
-    return f"generations/{job_id}/"
 
 
 @contextlib.contextmanager
@@ -386,11 +383,6 @@ def _profile_photo(store: ArtifactStore, profile: ProfileRecord) -> tuple[bytes,
             "train it again."
         ) from None
     return data, image, entry is None
-
-
-def portrait_cache_key(digest: str, size: int, upscaler: str) -> str:
-    """Where a learned upscale of one photo (by content hash) at one size is kept."""
-    return f"stage-cache/{digest}-{size}-{upscaler}.png"
 
 
 def _staged(

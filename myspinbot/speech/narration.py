@@ -19,6 +19,9 @@ from myspinbot.errors import PermanentError
 from myspinbot.media.ffmpeg import FfmpegError, run_ffmpeg
 from myspinbot.speech.models import Speech
 
+# Where an uploaded recording is kept (re-exported: the gateway and pipeline import it here).
+from myspinbot.storage.layout import narration_key as narration_key
+
 # The video's AAC track is 48 kHz; a recording keeps up to that much of its quality.
 RECORDING_RATE = 48_000
 # A recording whose loudest 50 ms is quieter than this holds no speech (-50 dBFS is
@@ -33,11 +36,6 @@ class NarrationRejected(PermanentError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
-
-
-def narration_key(narration_id: str) -> str:
-    """Where an uploaded narration recording is kept in S3."""
-    return f"narrations/{narration_id}"
 
 
 def decode_recording(data: bytes | BinaryIO, filename: str, max_seconds: float) -> Speech:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -301,11 +301,14 @@ class ArtifactStore:
         """
         if not prefix:
             raise ValueError("delete_prefix needs a non-empty prefix")
-        keys = self.list_keys(prefix)
+        return self.delete_keys(self.list_keys(prefix))
+
+    def delete_keys(self, keys: Sequence[str]) -> int:
+        """Delete exactly these keys (a missing one is no error); returns len(keys)."""
         deleted = 0
         for start in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[start : start + _DELETE_BATCH]
-            with self._translate("delete", prefix):
+            batch = list(keys[start : start + _DELETE_BATCH])
+            with self._translate("delete", batch[0]):
                 resp = self._client.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
@@ -320,6 +323,19 @@ class ArtifactStore:
                 )
             deleted += len(batch)
         return deleted
+
+    def list_modified(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, last-modified unix time) of every key starting with `prefix`."""
+        out: list[tuple[str, float]] = []
+        with self._translate("list", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                out.extend(
+                    (obj["Key"], obj["LastModified"].timestamp())
+                    for obj in page.get("Contents", [])
+                    if "Key" in obj and "LastModified" in obj
+                )
+        return out
 
     def presigned_url(self, key: str, expires_s: int | None = None) -> str:
         """A URL anyone can GET `key` with, without credentials, until it expires.

@@ -32,6 +32,7 @@ from myspinbot.jobs.models import Artifact
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
+from myspinbot.storage.layout import profile_prefix as profile_prefix
 
 if TYPE_CHECKING:
     from myspinbot.training.dataset import PreparedDataset
@@ -63,10 +64,6 @@ class TrainParams(BaseModel):
 
 # One deps type for every pipeline; the name stays for the function handlers.
 TrainDeps = PipelineDeps
-
-
-def profile_prefix(profile_id: str) -> str:
-    return f"profiles/{profile_id}/"
 
 
 def checkpoint_prefix(job_id: str) -> str:

@@ -7,6 +7,7 @@ it are build outputs of `myspinbot export`, described by `myspinbot_export.json`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,12 @@ def admin_headers(admin_key: str | None) -> dict[str, str]:
 
 
 CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton-models"
+
+
+def lora_model_name(profile_id: str) -> str:
+    """The Triton model a profile's LoRA is loaded as (here too, so deleting a profile can
+    name its model without importing torch)."""
+    return LORA_MODEL_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", profile_id)
 
 
 def default_repository(settings: Settings) -> Path:
