@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import errors, routes
+from gateway import errors, openapi, routes
 from gateway.hub import EVENT_ID
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     _add_middleware(app, settings)
     _add_platform_routes(app)
+    openapi.install(app)
     return app
 
 

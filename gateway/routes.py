@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -39,6 +40,20 @@ IdempotencyKey = Annotated[
         description="Retrying with the same key returns the same job.",
     ),
 ]
+
+
+# What a job or profile id can look like (ours are uuid4 hex). Checked before an id goes into
+# the status function's URL: a control character there made httpx raise (a 500), and `?`,
+# `#` or `/` would have asked for another path.
+OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def object_path(kind: str, object_id: str, what: str) -> str:
+    """The status function's path of one job or profile; an id no object can have is
+    missing, with the status function's own message."""
+    if not OBJECT_ID.fullmatch(object_id):
+        raise ApiError(404, f"No {what} with id {object_id!r}")
+    return f"/{kind}/{object_id}"
 
 
 def services(request: Request) -> Services:
@@ -297,7 +312,9 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
     """Refuse now what the job could only fail on later, saying why."""
     voice = None
     if body.profile_id:
-        profile = await s.query(f"/profiles/{body.profile_id}")  # 404 passes through
+        profile = await s.query(
+            object_path("profiles", body.profile_id, "profile")
+        )  # 404 passes through
         voice_data = (profile.get("metadata") or {}).get("voice")
         voice = VoiceProfile.model_validate(voice_data) if voice_data else None
     elif body.options.portrait == "photo":
@@ -430,7 +447,7 @@ async def upload_narration(request: Request) -> JSONResponse:
 
 @router.get("/status/{job_id}", summary="A job's current state")
 async def status(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/status/{job_id}")
+    return await services(request).query(object_path("status", job_id, "job"))
 
 
 @router.get("/jobs", summary="Jobs, newest first")
@@ -453,7 +470,7 @@ async def jobs(
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
 async def job_detail(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/jobs/{job_id}")
+    return await services(request).query(object_path("jobs", job_id, "job"))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
@@ -475,7 +492,7 @@ async def cancel(job_id: str, request: Request) -> Any:
 )
 async def retry(job_id: str, request: Request) -> Any:
     s = services(request)
-    d = await s.query(f"/jobs/{job_id}")  # 404 passes through
+    d = await s.query(object_path("jobs", job_id, "job"))  # 404 passes through
     job = Job(
         id=d["jobId"],
         type=d["type"],
@@ -505,7 +522,7 @@ async def profiles(request: Request) -> Any:
 
 @router.get("/profiles/{profile_id}", summary="One profile")
 async def profile(profile_id: str, request: Request) -> Any:
-    return await services(request).query(f"/profiles/{profile_id}")
+    return await services(request).query(object_path("profiles", profile_id, "profile"))
 
 
 @router.get("/capabilities", summary="What each running function provides")
