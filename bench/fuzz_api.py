@@ -43,7 +43,7 @@ def main() -> int:
     if url is None:
         platform = RunningPlatform(Path(tempfile.mkdtemp(prefix="myspinbot-fuzz-"))).start()
         url = platform.url
-        headers = dict(getattr(platform, "headers", {}))
+        headers = platform.headers  # the owner's token (an admin)
     elif args.token:
         headers = {"Authorization": f"Bearer {args.token}"}
     try:
