@@ -80,6 +80,9 @@ class FuzzReport:
     operations: dict[str, OperationStats] = field(default_factory=dict)
     passes: Counter[str] = field(default_factory=Counter)  # requests per pass
     failures: list[str] = field(default_factory=list)  # one line + curl per failure kind
+    # Stateful requests whose path named a job an earlier answer had returned: the links
+    # were followed (a random id only ever meets a 404).
+    linked: int = 0
 
     @property
     def requests(self) -> int:
@@ -103,6 +106,7 @@ class FuzzReport:
         rows.append(
             f"{'total':44} {self.requests:8d} {self.server_errors:5d} {self.unreadable:15d}  "
             + " ".join(f"{k}:{v}" for k, v in sorted(self.passes.items()))
+            + f" (stateful calls on a returned job: {self.linked})"
         )
         return "\n".join(rows)
 
@@ -117,6 +121,7 @@ class Fuzzer:
         self.session = requests.Session()
         self.report = FuzzReport()
         self._seen: set[tuple[str, str]] = set()
+        self._job_ids: set[str] = set()  # every jobId an answer carried
         config = schemathesis.Config.from_dict({"base-url": self.base_url})
         self.schema = schemathesis.openapi.from_url(
             self.base_url + "/openapi.json", config=config, headers=self.headers, timeout=30
@@ -140,6 +145,13 @@ class Fuzzer:
         stats.requests += 1
         stats.statuses[response.status_code] += 1
         self.report.passes[pass_name] += 1
+        path_values = {str(v) for v in (case.path_parameters or {}).values()}
+        if pass_name == "stateful" and path_values & self._job_ids:
+            self.report.linked += 1
+        if response.status_code < 300 and '"jobId"' in response.text:
+            job_id = response.json().get("jobId")
+            if isinstance(job_id, str):
+                self._job_ids.add(job_id)
         try:
             case.validate_response(response, checks=CHECKS, headers=self.headers)
         except FailureGroup as group:
