@@ -57,7 +57,8 @@ def main() -> int:
     print(report.table())
     print(
         f"\n{report.requests} requests in {elapsed:.0f} s (seed {args.seed}); "
-        f"5xx: {report.server_errors}; unreadable 4xx: {report.unreadable}"
+        f"5xx: {report.server_errors}; unreadable 4xx: {report.unreadable}; stateful "
+        f"batches Hypothesis cut short: {report.batches_cut}"
     )
     for failure in report.failures:
         print(failure)

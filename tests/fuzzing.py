@@ -65,6 +65,7 @@ def readable_error(ctx: CheckContext, response: Response, case: Case) -> bool | 
 
 
 CHECKS = [not_a_server_error, readable_error]
+STATEFUL_BATCH = 10  # scenarios per state machine run
 
 
 @dataclass
@@ -83,6 +84,7 @@ class FuzzReport:
     # Stateful requests whose path named a job an earlier answer had returned: the links
     # were followed (a random id only ever meets a 404).
     linked: int = 0
+    batches_cut: int = 0  # stateful batches Hypothesis stopped early (see Fuzzer.stateful)
 
     @property
     def requests(self) -> int:
@@ -205,9 +207,20 @@ class Fuzzer:
             def validate_response(self, response: Response, case: Case, **kw: Any) -> None:
                 pass  # checked (and recorded) in send()
 
-        settings = hypothesis.settings(_settings(scenarios), stateful_step_count=steps)
-        hypothesis.seed(self.seed)(Machine)  # read by run_state_machine_as_test
-        Machine.run(settings=settings)
+        # In batches, each with its own seed: the server's answers steer the sequences (a
+        # submit is 202 or 429, a link is followed or not), so Hypothesis may find that
+        # replaying a sequence drew differently and stop that batch
+        # (FlakyStrategyDefinition). The requests it made are recorded; the next batch goes on.
+        done, batch = 0, 0
+        while done < scenarios:
+            size = min(STATEFUL_BATCH, scenarios - done)
+            settings = hypothesis.settings(_settings(size), stateful_step_count=steps)
+            hypothesis.seed(self.seed + batch)(Machine)  # read by run_state_machine_as_test
+            try:
+                Machine.run(settings=settings)
+            except hypothesis.errors.FlakyStrategyDefinition:
+                self.report.batches_cut += 1
+            done, batch = done + size, batch + 1
 
     def run(self, *, examples: int, scenarios: int, steps: int) -> FuzzReport:
         self.coverage()
