@@ -79,3 +79,22 @@ def test_the_document_links_a_submit_to_its_job(platform: RunningPlatform) -> No
     # The link, followed by hand: the submit's jobId is what the status route takes.
     job_id = platform.submit()
     assert platform.get(f"/api/status/{job_id}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b'{"mode": "direct", "narration": "\xff\xfe"}', "not UTF-8"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"mode": "direct", "narration": "Hi.", "stage": 1' + b"0" * 5000 + b"}", "digits"),
+    ],
+)
+def test_a_json_body_that_cannot_be_parsed_says_why(
+    platform: RunningPlatform, body: bytes, why: str
+) -> None:
+    # FastAPI's own answer was "There was an error parsing the body", whatever the cause.
+    resp = platform.post(
+        "/api/generate", content=body, headers={"content-type": "application/json"}
+    )
+    assert_readable(resp, 400)
+    assert "not valid JSON" in resp.json()["error"] and why in resp.json()["error"]
