@@ -8,7 +8,7 @@ that follow the document's links. Prints a table per operation: requests, 5xx,
 unreadable 4xx, statuses; exits 1 when any 5xx or unreadable 4xx was seen.
 
     python bench/fuzz_api.py                   # about 2500 requests
-    python bench/fuzz_api.py --examples 10 --scenarios 10   # quick
+    python bench/fuzz_api.py --examples 2 --scenarios 2 --no-coverage   # smoke
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--scenarios", type=int, default=100, help="stateful sequences")
     parser.add_argument("--steps", type=int, default=10, help="calls per sequence, at most")
     parser.add_argument("--seed", type=int, default=20261205)
+    parser.add_argument(
+        "--no-coverage", action="store_true", help="skip the coverage pass (~600 requests)"
+    )
     args = parser.parse_args()
 
     platform = None
@@ -49,7 +52,12 @@ def main() -> int:
     try:
         started = time.monotonic()
         fuzzer = Fuzzer(url, headers, seed=args.seed)
-        report = fuzzer.run(examples=args.examples, scenarios=args.scenarios, steps=args.steps)
+        report = fuzzer.run(
+            examples=args.examples,
+            scenarios=args.scenarios,
+            steps=args.steps,
+            coverage=not args.no_coverage,
+        )
         elapsed = time.monotonic() - started
     finally:
         if platform is not None:

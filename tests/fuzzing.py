@@ -222,8 +222,11 @@ class Fuzzer:
                 self.report.batches_cut += 1
             done, batch = done + size, batch + 1
 
-    def run(self, *, examples: int, scenarios: int, steps: int) -> FuzzReport:
-        self.coverage()
+    def run(
+        self, *, examples: int, scenarios: int, steps: int, coverage: bool = True
+    ) -> FuzzReport:
+        if coverage:
+            self.coverage()
         self.fuzz(examples)
         self.stateful(scenarios, steps)
         return self.report
