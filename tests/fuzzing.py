@@ -151,9 +151,9 @@ class Fuzzer:
         if pass_name == "stateful" and path_values & self._job_ids:
             self.report.linked += 1
         if response.status_code < 300 and '"jobId"' in response.text:
-            job_id = response.json().get("jobId")
-            if isinstance(job_id, str):
-                self._job_ids.add(job_id)
+            body = json.loads(response.text)
+            if isinstance(body, dict) and isinstance(body.get("jobId"), str):
+                self._job_ids.add(body["jobId"])
         try:
             case.validate_response(response, checks=CHECKS, headers=self.headers)
         except FailureGroup as group:
