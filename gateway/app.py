@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import accounts_api, errors, openapi, routes
+from gateway import accesslog, accounts_api, errors, openapi, routes
 from gateway.auth import TrustedHostMiddleware, bearer_matches, optional_user, websocket_user
 from gateway.hub import EVENT_ID
+from gateway.limits import BodyLimitMiddleware, BodyLimits
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
 from gateway.ui import mount_ui
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.log = log
+    accesslog.install()  # however uvicorn was started: no query strings in request lines
     errors.install(app)
     app.include_router(accounts_api.router)
     app.include_router(routes.router)
@@ -58,9 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # Whole-request cap: every photo at the per-file limit plus room for the form.
-    max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
-    app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
+    # The last added runs first: metrics see the limits' 413 and 503 answers too.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits=BodyLimits.from_settings(settings),
+        max_uploads=settings.max_concurrent_uploads,
+        retry_after_s=settings.upload_retry_after_s,
+    )
+    app.add_middleware(ObserveMiddleware)
     # Added last, so it runs first: a request for a foreign host name gets nothing else.
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
 
@@ -112,6 +119,10 @@ def _add_platform_routes(app: FastAPI) -> None:
                 notices += [
                     f"{c}: {v['note']}" for c, v in f["capabilities"].items() if v.get("note")
                 ]
+            for name in s.settings.expected_functions:
+                functions.setdefault(
+                    name, {"status": "down", "replicas": 0, "error": "not registered yet"}
+                )
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]

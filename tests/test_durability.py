@@ -28,7 +28,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from myspinbot import keys
 from myspinbot.db import JobHistory
-from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from tests.conftest import POSTGRES_URL, _postgres_schema_url
 from tests.support import FUNCTIONS, ROOT, RunningPlatform, pid_alive, wait_for
@@ -62,7 +61,7 @@ def r(p: RunningPlatform) -> redis.Redis:
 
 @pytest.fixture(scope="module")
 def store(p: RunningPlatform) -> ArtifactStore:
-    return ArtifactStore.from_settings(Settings(s3_endpoint=p.state()["urls"]["s3"]))
+    return p.store()
 
 
 def png() -> bytes:

@@ -179,7 +179,16 @@ def gateway(host: str, port: int) -> None:
 
     from gateway.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", ws_ping_interval=20)
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_ping_interval=20,
+        # A WebSocket message is a small JSON command: the JSON body limit applies.
+        ws_max_size=settings.max_json_bytes,
+    )
 
 
 @cli.group(hidden=True)
