@@ -98,3 +98,13 @@ def test_a_json_body_that_cannot_be_parsed_says_why(
     )
     assert_readable(resp, 400)
     assert "not valid JSON" in resp.json()["error"] and why in resp.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/train", "/api/portraits"])
+def test_an_unreadable_upload_says_why_without_a_status_code(
+    platform: RunningPlatform, path: str
+) -> None:
+    resp = platform.post(path, content=b"xx", headers={"content-type": "multipart/form-data"})
+    assert_readable(resp, 400)
+    # Was "Could not read the upload: 400: Missing boundary in multipart."
+    assert resp.json()["error"] == "Could not read the upload: Missing boundary in multipart."
