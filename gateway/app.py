@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import accesslog, accounts_api, errors, ownership, routes
+from gateway import accesslog, accounts_api, errors, openapi, ownership, routes
 from gateway.auth import (
     AuthMiddleware,
     TrustedHostMiddleware,
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     _add_middleware(app, settings)
     _add_platform_routes(app)
+    openapi.install(app)
     return app
 
 

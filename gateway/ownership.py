@@ -11,6 +11,7 @@ adopted yet, see db/migrations.adopt_unowned) are visible to admins only.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -53,6 +54,19 @@ def no_profile(profile_id: str) -> ApiError:
     return ApiError(404, f"No profile with id {profile_id!r}")
 
 
+# What a job or profile id can look like (ours are uuid4 hex). Checked before an id goes into
+# the status function's URL: a control character there made httpx raise (a 500), and `?`,
+# `#` or `/` would have asked for another path.
+OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _checked(object_id: str, missing: ApiError) -> str:
+    """An id some object could have, or the missing object's 404."""
+    if not OBJECT_ID.fullmatch(object_id):
+        raise missing
+    return object_id
+
+
 class Nobody:
     """A list filter that matches nothing: a member asked for someone else's objects."""
 
@@ -70,14 +84,18 @@ def list_owner(user: Viewer, requested: str | None) -> str | Nobody | None:
 
 
 async def job_status(s: Services, user: Viewer, job_id: str) -> dict[str, Any]:
-    view: dict[str, Any] = await s.query(f"/status/{job_id}")  # a missing one: 404
+    view: dict[str, Any] = await s.query(
+        f"/status/{_checked(job_id, no_job(job_id))}"
+    )  # a missing one: 404
     if not may_see(user, view.get("owner")):
         raise no_job(job_id)
     return view
 
 
 async def job_detail(s: Services, user: Viewer, job_id: str) -> dict[str, Any]:
-    detail: dict[str, Any] = await s.query(f"/jobs/{job_id}")  # a missing one: 404
+    detail: dict[str, Any] = await s.query(
+        f"/jobs/{_checked(job_id, no_job(job_id))}"
+    )  # a missing one: 404
     if not may_see(user, detail.get("owner")):
         raise no_job(job_id)
     return detail
@@ -91,7 +109,9 @@ async def live_job(s: Services, user: Viewer, job_id: str) -> None:
 
 
 async def profile(s: Services, user: Viewer, profile_id: str) -> dict[str, Any]:
-    view: dict[str, Any] = await s.query(f"/profiles/{profile_id}")  # a missing one: 404
+    view: dict[str, Any] = await s.query(
+        f"/profiles/{_checked(profile_id, no_profile(profile_id))}"
+    )  # a missing one: 404
     if not may_see(user, view.get("owner")):
         raise no_profile(profile_id)
     return view

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import ownership, uploads
 from gateway.auth import SESSION_COOKIE, CurrentUser, require_user
@@ -215,7 +216,7 @@ async def train(
             max_files=s.settings.max_images + 5, max_fields=50, max_part_size=64 * 1024
         )
     except Exception as exc:  # the multipart parser's own errors are already readable
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
+        raise _unreadable_upload(exc) from None
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
     if not images:
         raise ApiError(400, "Add at least one photo in the `images` field", field="images")
@@ -374,12 +375,19 @@ async def _check_generate(s: Services, user: ownership.Viewer, body: GenerateReq
             raise ApiError(422, f"{what} is not available: {reason}")
 
 
+def _unreadable_upload(exc: Exception) -> ApiError:
+    # Starlette raises the parser's errors as HTTPExceptions, whose str() starts with the
+    # status code ("400: Missing boundary in multipart."): only the words go to the user.
+    detail = exc.detail if isinstance(exc, StarletteHTTPException) else str(exc)
+    return ApiError(400, f"Could not read the upload: {detail}")
+
+
 async def _one_file(request: Request, s: Services, field: str, what: str) -> StarletteUpload:
     """The single file of a one-file multipart upload, within the per-file limit."""
     try:
         form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
     except Exception as exc:
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
+        raise _unreadable_upload(exc) from None
     upload = form.get(field)
     if not isinstance(upload, StarletteUpload):
         raise ApiError(400, f"Add {what} in the `{field}` field", field=field)
