@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     _add_middleware(app, settings)
-    _add_platform_routes(app)
+    _add_platform_routes(app, settings)
     return app
 
 
@@ -59,8 +59,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
 
 
-def _add_platform_routes(app: FastAPI) -> None:
-    mount_ui(app)
+def _add_platform_routes(app: FastAPI, settings: Settings) -> None:
+    mount_ui(app, settings)
 
     @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
     async def livez() -> dict[str, str]:
