@@ -379,3 +379,67 @@ def test_the_page_has_no_inline_script_style_or_handler() -> None:
     parser = InlineCode()
     parser.feed(INDEX.read_text())
     assert parser.found == []
+
+
+# --- deleting from the UI -------------------------------------------------------------------------
+def test_a_finished_job_and_a_profile_are_deleted_from_the_ui(
+    platform: RunningPlatform, watch: Watch
+) -> None:
+    files: list[Any] = [("images", (n, d)) for n, d in face_photos(4)]
+    resp = platform.post(
+        "/api/train", files=files, data={"name": "To delete", "options": '{"steps": 5}'}
+    )
+    assert resp.status_code == 202, resp.text
+    profile_id = resp.json()["jobId"]
+    assert platform.wait_state(profile_id, {"completed", "failed"}, 180)["state"] == "completed"
+    resp = platform.post(
+        "/api/generate",
+        json={"profileId": profile_id, "mode": "direct", "narration": "Soon gone."},
+    )
+    assert resp.status_code == 202, resp.text
+    video_id = resp.json()["jobId"]
+    assert platform.wait_state(video_id, {"completed", "failed"}, 240)["state"] == "completed"
+
+    page = sign_in(watch, platform)
+    dialogs: list[str] = []
+    answer = {"accept": False}
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        if answer["accept"]:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    video_row = job_row(page, video_id)
+    delete_video = video_row.get_by_role("button", name="Delete Video")
+    expect(job_row(page, profile_id).locator("button.delete")).to_be_visible()  # finished
+
+    # Asked first; "no" sends nothing.
+    delete_video.click()
+    assert len(dialogs) == 1 and "Video" in dialogs[0], dialogs
+    expect(video_row).to_have_count(1)
+    assert not [r for r in watch.requests if r.method == "DELETE"]
+
+    answer["accept"] = True
+    with page.expect_response(f"**/api/jobs/{video_id}") as deleted:
+        delete_video.click()
+    assert deleted.value.request.method == "DELETE" and deleted.value.status == 204
+    assert deleted.value.request.all_headers().get(CSRF_HEADER) == "1"
+    expect(video_row).to_have_count(0)
+    assert platform.get(f"/api/status/{video_id}").status_code == 404
+    watch.shot("job-deleted")
+
+    # The profile, with its training job (deleting a profile deletes the jobs made with it).
+    profile = page.locator(f'.profile[data-profile-id="{profile_id}"]')
+    with page.expect_response(f"**/api/profiles/{profile_id}") as deleted:
+        profile.get_by_role("button", name="Delete profile To delete").click()
+    assert "To delete" in dialogs[-1] and "for good" in dialogs[-1], dialogs
+    assert deleted.value.request.method == "DELETE" and deleted.value.status == 204
+    assert deleted.value.request.all_headers().get(CSRF_HEADER) == "1"
+    expect(profile).to_have_count(0)
+    expect(page.locator(f'#gen-profile option[value="{profile_id}"]')).to_have_count(0)
+    expect(job_row(page, profile_id)).to_have_count(0)
+    assert platform.get(f"/api/profiles/{profile_id}").status_code == 404
+    watch.shot("profile-deleted")

@@ -42,6 +42,7 @@ export function startApp() {
   const profiles = new Profiles($('#profiles'), $('#profiles-empty'), {
     onChange: (list) => generate.setProfiles(list),
     onUse: (profile) => generate.choose(profile),
+    onDeleted: () => jobs.prune(),
   });
   setupTrain($('#train-form'), { onSubmitted: (jobId, name) => jobs.add(jobId, 'train', name) });
 

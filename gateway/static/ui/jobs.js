@@ -12,6 +12,7 @@ const STEPS = {
   train: ['prepare', 'voice', 'load', 'encode', 'train', 'export'],
   generate: ['script', 'speech', 'stage', 'animate', 'finish'],
 };
+const LIST_LIMIT = 50;
 const TYPE_TITLES = { train: 'Training', generate: 'Video' };
 const LORA_FILES = {
   'pytorch_lora_weights.safetensors': 'LoRA (diffusers)',
@@ -34,7 +35,7 @@ export class Jobs {
   async load() {
     let page;
     try {
-      page = await api.jobs();
+      page = await api.jobs(LIST_LIMIT);
     } catch (err) {
       this.empty.hidden = false;
       this.empty.textContent = `Could not load the jobs: ${err.message}`;
@@ -171,11 +172,33 @@ export class Jobs {
       this.render(job);
       return;
     }
-    this.socket.forget(job.jobId);
-    this.jobs.delete(job.jobId);
-    this.rows.get(job.jobId)?.el.remove();
-    this.rows.delete(job.jobId);
+    this.drop(job.jobId);
+  }
+
+  drop(jobId) {
+    this.socket.forget(jobId);
+    this.jobs.delete(jobId);
+    this.rows.get(jobId)?.el.remove();
+    this.rows.delete(jobId);
     this.empty.hidden = this.jobs.size > 0;
+  }
+
+  // Drop the finished jobs the server no longer has (deleting a profile deletes the jobs
+  // made with it). A job older than the listed page may still exist: it stays.
+  async prune() {
+    let page;
+    try {
+      page = await api.jobs(LIST_LIMIT);
+    } catch {
+      return; // the rows stay until the next load; nothing is lost
+    }
+    const listed = new Set(page.jobs.map((v) => v.jobId));
+    const complete = page.jobs.length < LIST_LIMIT;
+    const oldest = Math.min(...page.jobs.map((v) => v.createdAt || Infinity));
+    for (const job of [...this.jobs.values()]) {
+      if (listed.has(job.jobId) || !TERMINAL.has(job.state)) continue;
+      if (complete || (job.createdAt && job.createdAt >= oldest)) this.drop(job.jobId);
+    }
   }
 
   tick() {

@@ -12,11 +12,12 @@ const DOWNLOADS = [
 ];
 
 export class Profiles {
-  constructor(list, empty, { onChange = () => {}, onUse = () => {} } = {}) {
+  constructor(list, empty, { onChange = () => {}, onUse = () => {}, onDeleted = () => {} } = {}) {
     this.list = list;
     this.empty = empty;
     this.onChange = onChange;
     this.onUse = onUse;
+    this.onDeleted = onDeleted;
     this.loading = null;
     this.stale = false;
   }
@@ -94,7 +95,7 @@ export class Profiles {
   async remove(p, button, error) {
     const question =
       `Delete the profile “${p.name}”? Its photos, voice clip, LoRA files and rendered ` +
-      'portraits are removed for good.';
+      'portraits are removed for good, and so are its training job and every video made with it.';
     if (!window.confirm(question)) return;
     button.disabled = true;
     error.textContent = '';
@@ -105,6 +106,7 @@ export class Profiles {
       button.disabled = false;
       return;
     }
+    this.onDeleted(p);
     await this.load();
   }
 
