@@ -9,12 +9,13 @@ import os
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from gateway import uploads
+from gateway.auth import require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
@@ -27,7 +28,9 @@ from myspinbot.speech.narration import narration_key
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api")
+# Every route here needs a signed-in user (gateway/auth.py); handlers read it with
+# `Depends(require_user)` too (resolved once per request).
+router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
 # How long a submit waits for ws-relay to record the job before answering 202 anyway
 # (the job is safely queued either way; this only makes an immediate status query find it).
 APPLY_WAIT_S = 2.0

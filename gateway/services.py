@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from gateway.errors import ApiError
 from gateway.hub import Hub
 from myspinbot import keys
+from myspinbot.accounts import Accounts
+from myspinbot.db.history import create_db_engine
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
@@ -36,6 +38,7 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    accounts: Accounts
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,14 +54,21 @@ class Services:
         registry.register(
             PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
         )
+        internal = settings.internal_token
+        # The status function answers only the platform's internal credential.
+        status_headers = (
+            {"Authorization": f"Bearer {internal.get_secret_value()}"} if internal else {}
+        )
         return cls(
             settings=settings,
             redis=client,
-            status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
+            status=httpx.AsyncClient(base_url=status_url, timeout=10.0, headers=status_headers),
             store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
             hub=Hub(client, settings.ws_queue_size),
             metrics_registry=registry,
+            # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
+            accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
         )
 
     async def close(self) -> None:
@@ -66,6 +76,7 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        self.accounts.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:

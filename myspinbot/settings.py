@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,35 @@ class Settings(BaseSettings):
     max_images: int = Field(50, ge=1)
     ws_queue_size: int = Field(
         256, ge=1, description="Events buffered per WebSocket client before it is dropped."
+    )
+
+    # --- Accounts and credentials (docs/security.md) -----------------------------------
+    token: SecretStr | None = Field(
+        None,
+        description="The CLI's API token; unset: <data_dir>/secrets/owner.token (written by "
+        "the first `myspinbot up`).",
+    )
+    internal_token: SecretStr | None = Field(
+        None,
+        description="The platform's internal credential: function HTTP triggers (status) "
+        "accept only it. `myspinbot up` generates it into <data_dir>/secrets/internal.token.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token Prometheus sends to scrape the gateway's /metrics; "
+        "`myspinbot up` generates it into <data_dir>/secrets/metrics.token.",
+    )
+    allowed_hosts: str | None = Field(
+        None,
+        description="Comma-separated host names the gateway answers to (Host header; "
+        "DNS-rebinding defence). Unset: the host `up` serves, localhost names and IP "
+        "addresses. `*` allows any.",
+    )
+    session_ttl_s: float = Field(
+        7 * 24 * 3600, gt=0, description="How long a browser session lasts after sign-in."
+    )
+    login_link_ttl_s: float = Field(
+        24 * 3600, gt=0, description="How long the one-time login link `up` prints works."
     )
 
     # --- Jobs and streams ------------------------------------------------------------
@@ -189,6 +218,17 @@ class Settings(BaseSettings):
                 "(it starts Redis) or point MYSPINBOT_REDIS_URL at a Redis server"
             )
         return self.redis_url
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """Host names (no port) the gateway answers to; `*` means any."""
+        if self.allowed_hosts:
+            return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        return [self.host.lower(), "localhost", "127.0.0.1", "::1"]
 
     @property
     def models_dir(self) -> Path:

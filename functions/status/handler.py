@@ -2,10 +2,15 @@
 
 Routes (GET): /status/{id}, /jobs?limit&offset&type&state, /jobs/{id},
 /profiles, /profiles/{id}, /healthz.
+
+Only the platform may ask: every route but /healthz (for liveness probes; it says only
+"ok") needs `Authorization: Bearer <MYSPINBOT_INTERNAL_TOKEN>`, which the gateway sends
+after checking who its caller is. Without a configured token nothing is answered.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import redis
@@ -30,6 +35,8 @@ def init_context(context: Any) -> None:
     context.user_data.store = (
         ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
     )
+    internal = settings.internal_token
+    context.user_data.internal_token = internal.get_secret_value() if internal else None
     context.user_data.capabilities = {"status": {"available": True}}
     join(context, handler)  # under Nuclio: register this replica with the platform
 
@@ -55,6 +62,15 @@ def handler(context: Any, event: Any) -> Any:
     if parts == ["healthz"]:
         context.user_data.history.ping()
         return _json(context, 200, {"status": "ok"})
+    if not _internal(context, event):
+        return _json(
+            context,
+            401,
+            {
+                "error": "Only the platform may call this function: send the internal token "
+                "(MYSPINBOT_INTERNAL_TOKEN) as `Authorization: Bearer ...`."
+            },
+        )
     if len(parts) == 2 and parts[0] == "status":
         job = q.get(parts[1])
         if job is None:
@@ -89,6 +105,18 @@ def handler(context: Any, event: Any) -> Any:
             return _json(context, 404, {"error": f"No profile with id {parts[1]!r}"})
         return _json(context, 200, _profile_view(context, profile))
     return _json(context, 404, {"error": f"Unknown path {event.path!r}"})
+
+
+def _internal(context: Any, event: Any) -> bool:
+    expected = context.user_data.internal_token
+    headers = event.headers or {}
+    header = str(headers.get("Authorization") or headers.get("authorization") or "")
+    scheme, _, value = header.partition(" ")
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), expected.encode())
+    )
 
 
 def _job_view(context: Any, view: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from myspinbot.db.schema import job_events, jobs, metadata, profiles, schema_migrations
+from myspinbot.db.schema import (
+    api_tokens,
+    job_events,
+    jobs,
+    metadata,
+    profiles,
+    schema_migrations,
+    sessions,
+    users,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +50,14 @@ def _add_event_metrics(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE job_events ADD COLUMN metrics TEXT"))
 
 
+def _create_accounts(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[users, api_tokens, sessions], checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, job_events and profiles", _create_tables),
     Migration(2, "job_events.metrics", _add_event_metrics),
+    Migration(3, "users, api_tokens and sessions", _create_accounts),
 ]
 
 

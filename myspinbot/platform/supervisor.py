@@ -30,6 +30,14 @@ from myspinbot.platform.prepare import StepInterrupted, run_step
 from myspinbot.platform.servers import STABLE_AFTER_S, SupervisedServer
 from myspinbot.redisserver import EmbeddedRedis
 from myspinbot.runtime.config import load_function_config
+from myspinbot.secretfiles import (
+    INTERNAL_TOKEN,
+    LOGIN_TOKEN,
+    METRICS_TOKEN,
+    ensure_secret,
+    read_secret,
+    secrets_dir,
+)
 from myspinbot.serverproc import ServerProcess
 from myspinbot.settings import Settings
 from myspinbot.storage.embedded import EmbeddedS3
@@ -111,6 +119,7 @@ class Platform:
         self._stopping = False
         self._stop_requested = False
         self.urls: dict[str, str] = {}
+        self.login_token: str | None = None  # one-time, for the link `up` prints
 
     # --- signals ----------------------------------------------------------------------------
     def handle_signals(self) -> None:
@@ -147,6 +156,11 @@ class Platform:
         # The bucket and the schema exist before anyone writes (in a child: boto3 and
         # SQLAlchemy are not needed here afterwards).
         self._run_step(["storage"], env)
+        self._check_stop()
+        self._run_step(["accounts"], env)
+        login_file = self.data_dir / "secrets" / LOGIN_TOKEN
+        self.login_token = read_secret(login_file)
+        login_file.unlink(missing_ok=True)  # it lives on only in the printed link
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
         self.urls.update(
             {
@@ -230,7 +244,31 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self._platform_secrets())
         return env
+
+    def _platform_secrets(self) -> dict[str, str]:
+        """The internal and metrics tokens: given ones, else generated once into the data
+        directory (0600) and kept across restarts (Prometheus' copy stays valid)."""
+        directory = secrets_dir(self.data_dir)
+        out = {}
+        for var, given, name in (
+            ("MYSPINBOT_INTERNAL_TOKEN", self.settings.internal_token, INTERNAL_TOKEN),
+            ("MYSPINBOT_METRICS_TOKEN", self.settings.metrics_token, METRICS_TOKEN),
+        ):
+            out[var] = given.get_secret_value() if given else ensure_secret(directory / name)
+        return out
+
+    def login_link(self) -> str | None:
+        """`http://HOST:PORT/?token=...`: signs a browser in once (Jupyter-style)."""
+        if not self.login_token:
+            return None
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.port}/?token={self.login_token}"
 
     def _plan_functions(self, env: dict[str, str]) -> None:
         for fdir in self.function_dirs:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from websockets.sync.client import connect
 
 from myspinbot.storage import ArtifactStore
 from tests.media_fixtures import face_photos, non_face_photo, voice_clip
@@ -54,7 +53,7 @@ def follow(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with connect(p.url.replace("http", "ws", 1) + "/ws") as ws:
+            with p.ws() as ws:
                 sub: dict[str, Any] = {"type": "subscribe", "jobId": job_id}
                 if got and got[-1].get("eventId"):
                     sub["lastEventId"] = got[-1]["eventId"]

@@ -188,6 +188,7 @@ def test_whole_request_over_the_limit_is_refused_up_front(platform: RunningPlatf
         conn.putrequest("POST", "/api/train")
         conn.putheader("Content-Type", "multipart/form-data; boundary=zz")
         conn.putheader("Content-Length", str(6 * 1024 * 1024))
+        conn.putheader("Authorization", f"Bearer {platform.token}")
         conn.endheaders()
         resp = conn.getresponse()
         status, body = resp.status, json.loads(resp.read())

@@ -106,7 +106,8 @@ class Watch:
 
 @pytest.fixture
 def watch(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Watch]:
-    """A fresh page; at the end, no console error or uncaught exception may be left."""
+    """A fresh page with no session (tests sign in the way a person does, `sign_in`); at
+    the end, no console error, uncaught exception or CSP violation may be left."""
     shots_dir = ARTIFACTS / request.node.name
     shots_dir.mkdir(parents=True, exist_ok=True)
     for old in shots_dir.glob("*.png"):
@@ -127,12 +128,14 @@ def watch(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Watch]:
 
 
 def sign_in_link(platform: RunningPlatform) -> str:
-    """The link `myspinbot up` prints: the page at / with the owner's token."""
+    """A sign-in link made of the owner's API token. (The one-time link `up` prints works
+    once per start; test_signin.py spends it. The page treats both alike: it takes the
+    token out of the address bar and exchanges it with POST /api/session.)"""
     return f"{platform.url}/?token={platform.token}"
 
 
 def sign_in(w: Watch, platform: RunningPlatform) -> Page:
-    """Open the one-time sign-in link; return once the page shows who is signed in."""
+    """Open a sign-in link; return once the page shows who is signed in."""
     page = w.page
     page.goto(sign_in_link(platform))
     expect(page.locator("#account")).to_be_visible()

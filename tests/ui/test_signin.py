@@ -21,7 +21,7 @@ from playwright.sync_api import Page, Response, expect
 from gateway.ui import INDEX
 from tests.media_fixtures import face_photos
 from tests.support import RunningPlatform, wait_for
-from tests.ui.conftest import SESSION_COOKIE, Watch, as_file, sign_in, sign_in_link
+from tests.ui.conftest import SESSION_COOKIE, Watch, as_file, sign_in
 from tests.ui.test_ui import GENERATE_SUBMIT, MIME, ensure_profile, job_row, submit_train
 
 CSRF_HEADER = "x-myspinbot-csrf"
@@ -51,8 +51,10 @@ def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out
     platform: RunningPlatform, watch: Watch
 ) -> None:
     page = watch.page
+    link = platform.login_links()[-1]  # the one `myspinbot up` printed
+    token = link.split("?token=", 1)[1]
     with page.expect_response("**/api/session") as exchanged:
-        page.goto(sign_in_link(platform))
+        page.goto(link)
     assert exchanged.value.status == 200, exchanged.value.text()
     assert exchanged.value.request.method == "POST"
 
@@ -61,7 +63,7 @@ def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#login")).to_be_hidden()
     assert page.url == platform.url + "/", page.url
-    assert platform.token not in page.evaluate("location.href + document.referrer")
+    assert token not in page.evaluate("location.href + document.referrer")
     cookie = session_cookie(page)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
     assert SESSION_COOKIE not in page.evaluate("document.cookie")  # script cannot read it
@@ -127,6 +129,12 @@ def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out
     old = {SESSION_COOKIE: cookie["value"]}
     assert httpx.get(platform.url + "/api/me", cookies=old).status_code == 401
     assert httpx.get(platform.url + "/api/jobs", cookies=old).status_code == 401
+
+    # The link was for one sign-in: opened again, it is refused, and says so.
+    page.goto(link)
+    expect(page.locator("#login-reason")).to_contain_text("This sign-in link does not work")
+    assert page.url == platform.url + "/"
+    expect(page.locator("#app")).to_be_hidden()
 
 
 # --- the sign-in form -----------------------------------------------------------------------------
