@@ -39,7 +39,9 @@ CSP_LISTENER = """(() => {
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     """`myspinbot up` with every function the UI talks to."""
     functions = [FUNCTIONS / name for name in ("status", "ws-relay", "train", "generate")]
-    p = RunningPlatform(tmp_path_factory.mktemp("ui"), functions=functions).start()
+    # A first start exports the tiny model for Triton (about 40 s); a busy machine
+    # takes longer still.
+    p = RunningPlatform(tmp_path_factory.mktemp("ui"), functions=functions).start(timeout=300)
     yield p
     assert p.stop() == 0, "myspinbot up did not exit cleanly"
 
@@ -71,11 +73,13 @@ class Watch:
         page.add_init_script(CSP_LISTENER)
 
     def _console(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error" and not any(p.search(msg.text) for p in self.allowed):
-            self.errors.append(f"console: {msg.text} ({msg.location.get('url')})")
+        line = f"{msg.text} ({msg.location.get('url')})"
+        if msg.type == "error" and not any(p.search(line) for p in self.allowed):
+            self.errors.append(f"console: {line}")
 
     def allow(self, pattern: str) -> None:
-        """Console errors the test provokes on purpose (e.g. the gateway it kills)."""
+        """Console errors the test provokes on purpose (e.g. the gateway it kills); matched
+        against "<message> (<url>)"."""
         self.allowed.append(re.compile(pattern))
 
     def posts(self, path: str) -> list[Request]:

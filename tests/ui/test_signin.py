@@ -255,6 +255,8 @@ def test_a_form_posted_from_another_origin_is_refused(
     page = sign_in(watch, platform)  # the victim has a session
     before = job_ids(platform)
     watch.allow(r"Failed to load resource: the server responded with a status of 40[13]")
+    # The browser shows the gateway's refusal as a page and asks that origin for an icon.
+    watch.allow(r"status of 404 .*/favicon\.ico\)$")
 
     attacker.page = forged_generate(platform, profile["id"])
     with page.expect_response(f"{platform.url}/api/generate") as info:
@@ -344,7 +346,10 @@ def test_the_page_carries_a_csp_without_inline_code_and_the_browser_enforces_it(
 
     # In the browser: code slipped into the page does not run.
     page = sign_in(watch, platform)
-    watch.allow(r"Refused to (execute inline|apply inline)")
+    watch.allow(
+        r"^(Executing inline (script|event handler)|Applying inline style) violates the "
+        r"following Content Security Policy directive"
+    )
     watch.allow_violation(r"^(script-src|style-src)")
     page.evaluate("""() => {
       const s = document.createElement('script');
