@@ -47,6 +47,7 @@ def job_ids(platform: RunningPlatform) -> set[str]:
 
 
 # --- the whole visit: link, train, generate, sign out ---------------------------------------------
+@pytest.mark.timeout(900)  # a training and a video in one test, on a machine others share
 def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out_ends_it(
     platform: RunningPlatform, watch: Watch
 ) -> None:
@@ -83,7 +84,7 @@ def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out
     sent = watch.posts("/api/train")[0].all_headers()
     assert sent.get(CSRF_HEADER) == "1" and "authorization" not in sent, sent
     assert SESSION_COOKIE in sent.get("cookie", ""), sent
-    expect(job_row(page, train_id)).to_have_attribute("data-state", "completed", timeout=180_000)
+    expect(job_row(page, train_id)).to_have_attribute("data-state", "completed", timeout=300_000)
     profile = page.locator(f'.profile[data-profile-id="{train_id}"]')
     wait_for(
         lambda: profile.locator(".thumb img").evaluate("i => i.complete && i.naturalWidth > 0"),
@@ -100,7 +101,7 @@ def test_the_sign_in_link_signs_in_then_the_ui_trains_and_generates_and_sign_out
     assert info.value.status == 202, info.value.text()
     assert info.value.request.all_headers().get(CSRF_HEADER) == "1"
     row = job_row(page, str(info.value.json()["jobId"]))
-    expect(row).to_have_attribute("data-state", "completed", timeout=240_000)
+    expect(row).to_have_attribute("data-state", "completed", timeout=480_000)
     video = row.locator("video")
     wait_for(
         lambda: video.evaluate("v => v.readyState >= 2 && v.duration > 0"),
