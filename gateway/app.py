@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_api.router)
     app.include_router(routes.router)
     _add_middleware(app, settings)
-    _add_platform_routes(app)
+    _add_platform_routes(app, settings)
     openapi.install(app)
     return app
 
@@ -80,8 +80,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
 
 
-def _add_platform_routes(app: FastAPI) -> None:
-    mount_ui(app)
+def _add_platform_routes(app: FastAPI, settings: Settings) -> None:
+    mount_ui(app, settings)
 
     @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
     async def livez() -> dict[str, str]:
