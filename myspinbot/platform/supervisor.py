@@ -132,6 +132,9 @@ class Platform:
     def start(self) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        if self._speech_configured():
+            # Before any server starts: a missing or broken voice file stops `up` at once.
+            self._run_step(["speech"], dict(os.environ))
         redis_url = self.settings.redis_url or self._start_redis()
         self._check_stop()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
@@ -191,6 +194,12 @@ class Platform:
         self._supervise("s3", server, endpoint)
         self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
         return endpoint
+
+    def _speech_configured(self) -> bool:
+        """A speech engine or voice chosen by the user, and a function that speaks."""
+        speaks = any(load_function_config(d).name == "generate" for d in self.function_dirs)
+        chosen = self.settings.tts_engine.strip().lower() != "auto" or self.settings.tts_voice
+        return speaks and bool(chosen)
 
     def _uses_triton(self) -> bool:
         """Only functions annotated `myspinbot.io/uses: triton` need it (generate)."""
