@@ -123,3 +123,4 @@ def test_portrait_upscale() -> None:
 def test_voice() -> None:
     out = run_bench("voice.py", "--repeat", "1")
     assert "| espeak-ng (baseline) |" in out and "| default path: flite + conversion |" in out
+    assert "| piper en_US-joe-medium (Triton, CPU) |" in out
