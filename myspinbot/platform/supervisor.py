@@ -197,9 +197,10 @@ class Platform:
 
     def _speech_configured(self) -> bool:
         """A speech engine or voice chosen by the user, and a function that speaks."""
-        speaks = any(load_function_config(d).name == "generate" for d in self.function_dirs)
         chosen = self.settings.tts_engine.strip().lower() != "auto" or self.settings.tts_voice
-        return speaks and bool(chosen)
+        if not chosen:  # the built-in default: nothing to check, no config read early
+            return False
+        return any(load_function_config(d).name == "generate" for d in self.function_dirs)
 
     def _uses_triton(self) -> bool:
         """Only functions annotated `myspinbot.io/uses: triton` need it (generate)."""
