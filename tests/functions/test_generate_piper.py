@@ -7,6 +7,8 @@ job later."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,24 +47,50 @@ from tests.media_fixtures import RATE, face_photos
 from tests.support import FUNCTIONS, ROOT, RunningPlatform, wait_for
 
 VOICE = "en_US-joe-medium"
-# The narration of the espeak/flite video test (tests/functions/test_generate_function.py).
-NARRATION = "Hello there. I am speaking from orbit, and this is my first video. Goodbye."
+# Long enough that a misheard word does not decide the recogniser's score (on the flite
+# test's 14-word narration one or two misheard words swing it by 0.15; the voice's
+# sampling noise makes each rendition differ).
+NARRATION = (
+    "Welcome back to the channel. This week we visited a small bakery by the harbour, "
+    "where the owner showed us how she bakes bread before sunrise."
+)
+
+
+@pytest.fixture(scope="module")
+def voice_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The voice as a user configures one: a path to NAME.onnx with NAME.onnx.json beside
+    it (the model linked to the wheel's, not copied: it is 60 MB)."""
+    onnx_path, config = packaged_voices()[VOICE]
+    path = tmp_path_factory.mktemp("voices") / f"{VOICE}.onnx"
+    path.symlink_to(onnx_path)
+    Path(f"{path}.json").write_text(config.read_text())
+    return path
 
 
 @pytest.fixture(scope="module")
 def platform(
-    tmp_path_factory: pytest.TempPathFactory, triton: EmbeddedTriton
+    tmp_path_factory: pytest.TempPathFactory, triton: EmbeddedTriton, voice_file: Path
 ) -> Iterator[RunningPlatform]:
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "generate")]
     env = {
         "MYSPINBOT_TRITON_URL": triton.url,
         "MYSPINBOT_TTS_ENGINE": "piper",
-        "MYSPINBOT_TTS_VOICE": VOICE,
+        "MYSPINBOT_TTS_VOICE": str(voice_file),
         "MYSPINBOT_VIDEO_SIZE": "256",
     }
     p = RunningPlatform(tmp_path_factory.mktemp("piper"), functions=functions, env=env)
     yield p.start()
     assert p.stop() == 0
+
+
+def generate_capabilities(platform: RunningPlatform) -> dict[str, Any]:
+    # /health answers before a slow replica (generate imports the models) has registered.
+    fn = wait_for(
+        lambda: platform.get("/api/capabilities").json()["functions"].get("generate"),
+        timeout=120,
+        what="the generate function to register",
+    )
+    return dict(fn["capabilities"]["generate"])
 
 
 @dataclass(frozen=True)
@@ -100,12 +128,7 @@ def _generate(
 def test_a_piper_voice_on_triton_speaks_the_video_and_its_mouth_follows(
     platform: RunningPlatform, triton: EmbeddedTriton, tmp_path: Path
 ) -> None:
-    # /health answers before a slow replica (generate imports the models) has registered.
-    caps = wait_for(
-        lambda: platform.get("/api/capabilities").json()["functions"].get("generate"),
-        timeout=120,
-        what="the generate function to register",
-    )["capabilities"]["generate"]
+    caps = generate_capabilities(platform)
     assert caps["speech"] == {"available": True, "engine": "piper", "voice": VOICE}
 
     video = _generate(platform, NARRATION, face_photos(1)[0][1], tmp_path)
@@ -157,6 +180,32 @@ def test_the_piper_voices_timeline_closes_the_lips_for_p_b_and_m(
     ]
     print(f"piper video: lips met in {sum(closed)} of {len(groups)} p/b/m groups")
     assert sum(closed) / len(groups) >= 0.6, f"lips met in {sum(closed)} of {len(groups)} groups"
+
+
+def test_a_voice_broken_under_a_running_platform_is_reported_when_the_function_restarts(
+    platform: RunningPlatform, voice_file: Path
+) -> None:
+    """Last in this module: it breaks the platform's voice. The voice file is overwritten
+    (a half-finished copy) and the generate replica dies; the replica `up` starts again
+    finds the fault at its start: /api/capabilities and /health say why, and a narration
+    to speak is refused up front (422, nothing queued) instead of failing as a job."""
+    voice_file.unlink()
+    voice_file.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(200))  # a truncated ONNX
+    child = next(c for c in platform.children("generate"))
+    os.kill(child["pid"], signal.SIGKILL)
+
+    def unavailable() -> dict[str, Any] | None:
+        speech = generate_capabilities(platform).get("speech") or {}
+        return speech if speech.get("available") is False else None
+
+    speech = wait_for(unavailable, timeout=180, what="the restarted replica to report the voice")
+    assert f"{voice_file} is not an ONNX model" in speech["reason"], speech
+    notices = platform.get("/health").json().get("notices") or []
+    assert any("speech is unavailable" in n for n in notices), notices
+    resp = platform.post("/api/generate", json={"mode": "direct", "narration": "Hello there."})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error.startswith("Speech synthesis is not available: The Piper voice model"), error
 
 
 def _up(tmp_path: Path, voice: str) -> subprocess.CompletedProcess[str]:
