@@ -368,6 +368,8 @@ async def _check_generate(s: Services, user: ownership.Viewer, body: GenerateReq
             f"Portrait `{body.options.portrait}`",
             caps.get("portraits", {}).get(body.options.portrait),
         ),
+        # A recorded narration needs no speech engine; text does.
+        ("Speech synthesis", None if body.options.narration_audio else caps.get("speech")),
     ]
     for what, cap in unavailable:
         if cap is not None and not cap.get("available", True):

@@ -8,6 +8,7 @@ those modules resident for the rest of its life): it runs
     python -m myspinbot.platform.prepare export REPOSITORY
     python -m myspinbot.platform.prepare storage
     python -m myspinbot.platform.prepare accounts
+    python -m myspinbot.platform.prepare speech
 
 with the platform's MYSPINBOT_* environment and relays what they print (`run_step`).
 """
@@ -137,6 +138,20 @@ def accounts_step() -> None:
         )
 
 
+def speech_step() -> None:
+    """The configured speech engine and voice can be used (a Piper voice file exists and
+    is a voice), checked before anything starts: a bad one stops `up` with the reason."""
+    from myspinbot.speech import get_engine
+
+    settings = Settings()
+    if not settings.triton_url:  # `up` starts the embedded tritonserver after this step
+        settings = settings.model_copy(update={"triton_url": "embedded"})
+    engine = get_engine(settings)
+    voice = getattr(engine, "voice", None)
+    shown = f", voice {getattr(voice, 'name', voice)}" if voice else ""
+    print(f"  speech    {engine.name}{shown}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m myspinbot.platform.prepare")
     steps = parser.add_subparsers(dest="step", required=True)
@@ -144,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("repository", type=Path)
     steps.add_parser("storage", help="Create the bucket, migrate the database.")
     steps.add_parser("accounts", help="Create the owner account and a login link.")
+    steps.add_parser("speech", help="Check the configured speech engine and voice.")
     args = parser.parse_args(argv)
     try:
         if args.step == "export":
             export_step(args.repository)
         elif args.step == "accounts":
             accounts_step()
+        elif args.step == "speech":
+            speech_step()
         else:
             storage_step()
     except PermanentError as exc:  # bad configuration or input: the message is the story

@@ -137,6 +137,9 @@ class Platform:
         datadir.private_dir(self.data_dir, self.say)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        if self._speech_configured():
+            # Before any server starts: a missing or broken voice file stops `up` at once.
+            self._run_step(["speech"], dict(os.environ))
         redis_url = self.settings.redis_url or self._start_redis()
         self._check_stop()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
@@ -216,6 +219,13 @@ class Platform:
             f"keys in {datadir.SECRETS_DIR}/)"
         )
         return endpoint
+
+    def _speech_configured(self) -> bool:
+        """A speech engine or voice chosen by the user, and a function that speaks."""
+        chosen = self.settings.tts_engine.strip().lower() != "auto" or self.settings.tts_voice
+        if not chosen:  # the built-in default: nothing to check, no config read early
+            return False
+        return any(load_function_config(d).name == "generate" for d in self.function_dirs)
 
     def _uses_triton(self) -> bool:
         """Only functions annotated `myspinbot.io/uses: triton` need it (generate)."""

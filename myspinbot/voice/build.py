@@ -18,8 +18,9 @@ from myspinbot.voice.profile import SAMPLE_RATE, VoiceError, VoiceResult, build_
 
 def matching_applies(settings: Settings) -> bool:
     """Whether this platform's speech engine is one a voice match is learnt for."""
-    engine = settings.tts_engine.strip().lower()
-    return engine in ("auto", "flite") and bool(flite.installed_voices())
+    from myspinbot.speech.engine import engine_name
+
+    return engine_name(settings) == "flite" and bool(flite.installed_voices())
 
 
 def screen_voice_clip(

@@ -124,6 +124,7 @@ def test_portrait_upscale() -> None:
 def test_voice() -> None:
     out = run_bench("voice.py", "--repeat", "1")
     assert "| espeak-ng (baseline) |" in out and "| default path: flite + conversion |" in out
+    assert "| piper en_US-joe-medium (Triton, CPU) |" in out
 
 
 def test_fuzz_api() -> None:
