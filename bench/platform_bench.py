@@ -93,7 +93,9 @@ class RunningPlatform:
     @property
     def redis_url(self) -> str:
         state = json.loads((self.data_dir / "run" / "platform.json").read_text())
-        return str(state["urls"]["redis"])
+        # The state file hides the embedded Redis's password; `up` keeps it in secrets/.
+        password = (self.data_dir / "secrets" / "redis.password").read_text().strip()
+        return str(state["urls"]["redis"]).replace(":***@", f":{password}@", 1)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

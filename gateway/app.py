@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import accounts_api, errors, routes
+from gateway import accesslog, accounts_api, errors, openapi, ownership, routes
 from gateway.auth import (
     AuthMiddleware,
     TrustedHostMiddleware,
@@ -22,6 +22,7 @@ from gateway.auth import (
     websocket_user,
 )
 from gateway.hub import EVENT_ID
+from gateway.limits import BodyLimitMiddleware, BodyLimits
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
 from gateway.ui import mount_ui
@@ -54,25 +55,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.log = log
+    accesslog.install()  # however uvicorn was started: no query strings in request lines
     errors.install(app)
     app.include_router(accounts_api.router)
     app.include_router(routes.router)
     _add_middleware(app, settings)
-    _add_platform_routes(app)
+    _add_platform_routes(app, settings)
+    openapi.install(app)
     return app
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # Whole-request cap: every photo at the per-file limit plus room for the form.
-    max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
+    # The last added runs first. Body limits inside authentication: a stranger's upload
+    # is refused at its headers and never takes an upload slot. Metrics see every answer.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits=BodyLimits.from_settings(settings),
+        max_uploads=settings.max_concurrent_uploads,
+        retry_after_s=settings.upload_retry_after_s,
+    )
     app.add_middleware(AuthMiddleware)
-    app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
+    app.add_middleware(ObserveMiddleware)
     # Added last, so it runs first: a request for a foreign host name gets nothing else.
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
 
 
-def _add_platform_routes(app: FastAPI) -> None:
-    mount_ui(app)
+def _add_platform_routes(app: FastAPI, settings: Settings) -> None:
+    mount_ui(app, settings)
 
     @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
     async def livez() -> dict[str, str]:
@@ -118,6 +127,10 @@ def _add_platform_routes(app: FastAPI) -> None:
                 notices += [
                     f"{c}: {v['note']}" for c, v in f["capabilities"].items() if v.get("note")
                 ]
+            for name in s.settings.expected_functions:
+                functions.setdefault(
+                    name, {"status": "down", "replicas": 0, "error": "not registered yet"}
+                )
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]
@@ -158,7 +171,13 @@ def _add_platform_routes(app: FastAPI) -> None:
             return
         job_id = websocket.query_params.get("jobId") or None
         last = websocket.query_params.get("lastEventId") or None
-        await s.hub.serve(websocket, job_id, last if last and EVENT_ID.fullmatch(last) else None)
+        await s.hub.serve(
+            websocket,
+            job_id,
+            last if last and EVENT_ID.fullmatch(last) else None,
+            # Someone else's job is refused like a missing one (gateway/ownership.py).
+            may_see=lambda job: ownership.may_see(who, job.owner),
+        )
 
 
 async def _refuse(websocket: WebSocket, status: int, message: str) -> None:

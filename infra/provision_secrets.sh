@@ -131,6 +131,7 @@ secret_names=(
     OPEN_WEBUI_SECRET_KEY      # the chatbot profile: signs Open WebUI's sessions
     MYSPINBOT_INTERNAL_TOKEN   # the gateway -> status function credential
     MYSPINBOT_METRICS_TOKEN    # Prometheus -> the gateway's /metrics (also metrics.token)
+    TRITON_ADMIN_KEY           # Triton's model-repository API (header x-myspinbot-admin-key)
 )
 for name in "${secret_names[@]}"; do
     if ! grep -q "^$name=" "$stack_env"; then

@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from myspinbot import datadir
 from myspinbot.netutil import free_port
 from myspinbot.platform.supervisor import up_argv
+from myspinbot.storage import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = ROOT / "tests" / "functions" / "scripted"
@@ -127,7 +129,22 @@ class RunningPlatform:
 
     @property
     def redis_url(self) -> str:
-        return str(self.state()["urls"]["redis"])
+        """The embedded Redis with its password (the state file shows it as ***)."""
+        url = str(self.state()["urls"]["redis"])
+        return url.replace(":***@", f":{self.secret(datadir.REDIS_PASSWORD)}@", 1)
+
+    def secret(self, name: str) -> str:
+        """A secret `up` generated into <data_dir>/secrets/ (myspinbot/datadir.py)."""
+        return (self.data_dir / datadir.SECRETS_DIR / name).read_text().strip()
+
+    def store(self) -> ArtifactStore:
+        """The embedded S3's bucket, with the keys `up` generated for it."""
+        return ArtifactStore(
+            self.state()["urls"]["s3"],
+            "myspinbot",
+            self.secret(datadir.S3_ACCESS_KEY),
+            self.secret(datadir.S3_SECRET_KEY),
+        )
 
     def login_links(self) -> list[str]:
         """Every `Sign in: http://...?token=...` link `up` printed, oldest first."""

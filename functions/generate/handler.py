@@ -27,6 +27,11 @@ def init_context(context: Any) -> None:
         redis=context.user_data.redis,
     )
     context.user_data.capabilities = generate_capabilities(settings)
+    speech = context.user_data.capabilities["generate"]["speech"]
+    if not speech["available"]:
+        # Said at start-up, in the log and in /api/capabilities, rather than by a failed job;
+        # the replica still serves uploaded narrations.
+        context.logger.error(f"speech synthesis is unavailable: {speech['reason']}")
     # The replica publishes the first worker's capabilities; one refresher is enough.
     if is_first_worker(context):  # "0" under either runner (a string, as Nuclio passes it)
         keep_fresh(context.user_data, settings)

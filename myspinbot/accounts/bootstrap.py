@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from myspinbot.accounts.models import User
 from myspinbot.accounts.service import OWNER_NAME, Accounts
-from myspinbot.secretfiles import LOGIN_TOKEN, OWNER_TOKEN, read_secret, secrets_dir, write_secret
+from myspinbot.datadir import LOGIN_TOKEN, OWNER_TOKEN, read_secret, secrets_dir, write_secret
 from myspinbot.settings import Settings
 
 

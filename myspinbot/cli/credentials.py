@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from myspinbot.secretfiles import OWNER_TOKEN, read_secret
+from myspinbot.datadir import OWNER_TOKEN, read_secret
 from myspinbot.settings import Settings
 
 

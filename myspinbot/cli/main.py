@@ -26,7 +26,8 @@ def cli() -> None:
     """MySpinBot: personalized talking-avatar videos, local-first.
 
     Start everything with `myspinbot up`, then open the printed URL, or use the
-    `train`, `generate`, `jobs`, `status`, `watch`, `cancel` and `retry` commands here.
+    `train`, `generate`, `jobs`, `status`, `watch`, `cancel` and `retry` commands here;
+    `jobs delete` and `profiles delete` delete for good.
     """
 
 
@@ -179,7 +180,16 @@ def gateway(host: str, port: int) -> None:
 
     from gateway.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", ws_ping_interval=20)
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_ping_interval=20,
+        # A WebSocket message is a small JSON command: the JSON body limit applies.
+        ws_max_size=settings.max_json_bytes,
+    )
 
 
 @cli.group(hidden=True)
@@ -352,15 +362,18 @@ def generate(
     _follow_or_print(url, job["jobId"], no_follow)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @url_option
 @click.option("--limit", default=20, show_default=True)
 @click.option("--type", "job_type", type=click.Choice(["train", "generate"]))
 @click.option(
     "--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"])
 )
-def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
-    """List jobs, newest first."""
+@click.pass_context
+def jobs(ctx: click.Context, url: str, limit: int, job_type: str | None, state: str | None) -> None:
+    """List jobs, newest first (`myspinbot jobs delete ID` deletes one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     params = {
         "limit": limit,
         **({"type": job_type} if job_type else {}),
@@ -380,6 +393,57 @@ def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
         )
     console.print(table)
     console.print(f"{len(page['jobs'])} of {page['total']} jobs")
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _delete(url: str, path: str, what: str, yes: bool) -> None:
+    if not yes:
+        click.confirm(f"Delete {what} for good?", abort=True)
+    _api(url, "DELETE", path)
+    console.print(f"deleted {what}")
+
+
+@jobs.command("delete")
+@url_option
+@click.argument("job_id")
+@yes_option
+def jobs_delete(url: str, job_id: str, yes: bool) -> None:
+    """Delete a finished job: its uploaded inputs, its outputs and its records.
+
+    A queued or running job is refused: cancel it first. A training's profile stays
+    (`myspinbot profiles delete` deletes it).
+    """
+    _delete(url, f"/api/jobs/{job_id}", f"job {job_id}", yes)
+
+
+@cli.group()
+def profiles() -> None:
+    """List and delete trained profiles."""
+
+
+@profiles.command("list")
+@url_option
+def profiles_list(url: str) -> None:
+    """Trained profiles, newest first."""
+    table = Table("name", "base model", "photos")
+    table.add_column("id", no_wrap=True, min_width=32)
+    for p in _api(url, "GET", "/api/profiles")["profiles"]:
+        photos = len((p.get("metadata") or {}).get("photos") or [])
+        table.add_row(p["name"], p.get("base_model") or "", str(photos), p["id"])
+    console.print(table)
+
+
+@profiles.command("delete")
+@url_option
+@click.argument("profile_id")
+@yes_option
+def profiles_delete(url: str, profile_id: str, yes: bool) -> None:
+    """Delete a profile and everything made of the person: photos, voice clip and voice
+    profile, LoRA files, rendered portraits and videos (the jobs made with it), its model
+    in Triton, and the records."""
+    _delete(url, f"/api/profiles/{profile_id}", f"profile {profile_id}", yes)
 
 
 @cli.command()

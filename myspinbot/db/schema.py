@@ -59,8 +59,11 @@ jobs = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
+    # The user id of who submitted it (migration 4 gives older rows to the owner account).
+    Column("owner", Text),
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_state", "state"),
+    Index("ix_jobs_owner_created_at", "owner", "created_at"),
 )
 
 job_events = Table(
@@ -102,6 +105,9 @@ profiles = Table(
     Column("trigger_token", Text),
     Column("artifacts", JSONText, nullable=False),
     Column("metadata", JSONText, nullable=False),
+    # The user id of who trained it (the training job's owner).
+    Column("owner", Text),
+    Index("ix_profiles_owner", "owner"),
 )
 
 # --- accounts (issue 11): who may use the platform ------------------------------------------
@@ -146,4 +152,17 @@ schema_migrations = Table(
     metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("applied_at", Double, nullable=False),
+)
+
+# Files uploaded on their own for later jobs (portraits, narration recordings): who
+# uploaded each, since the S3 object alone does not say. Job inputs need no row: they
+# live under the job's prefix and belong to the job's owner.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),  # 'portrait' | 'narration'
+    Column("owner", Text),
+    Column("created_at", Double, nullable=False),
+    Index("ix_uploads_owner", "owner"),
 )

@@ -17,8 +17,23 @@ from myspinbot.settings import Settings
 REFRESH_S = 10.0
 
 
+def speech_status(settings: Settings) -> dict[str, Any]:
+    """The configured speech engine, built now so a bad configuration (an unknown engine,
+    a missing or broken voice file) is found when the function starts, not by a job."""
+    from myspinbot.speech import SpeechError, get_engine
+
+    try:
+        engine = get_engine(settings)
+    except SpeechError as exc:
+        return {"available": False, "engine": settings.tts_engine, "reason": str(exc)}
+    voice = getattr(engine, "voice", None)
+    name = getattr(voice, "name", voice)  # a Piper voice's name, a flite voice's own
+    return {"available": True, "engine": engine.name, **({"voice": name} if name else {})}
+
+
 def generate_capabilities(settings: Settings) -> dict[str, Any]:
     guided, reason = guided_status(settings)
+    speech = speech_status(settings)
     render: dict[str, Any] = {"available": True}
     if not settings.triton_url:
         render = {"available": False, "reason": "No Triton server is configured."}
@@ -34,6 +49,13 @@ def generate_capabilities(settings: Settings) -> dict[str, Any]:
                 "upload": {"available": True},
                 "render": render,
             },
+            # Text to speech; an uploaded narration recording needs no engine.
+            "speech": speech,
+            **(
+                {"note": f"speech is unavailable: {speech['reason']}"}
+                if not speech["available"]
+                else {}
+            ),
             "defaultPortrait": default_portrait(settings),
             "narrationMaxSeconds": settings.narration_max_seconds,
         }

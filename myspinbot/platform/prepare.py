@@ -8,6 +8,7 @@ those modules resident for the rest of its life): it runs
     python -m myspinbot.platform.prepare export REPOSITORY
     python -m myspinbot.platform.prepare storage     (also runs `accounts`)
     python -m myspinbot.platform.prepare accounts
+    python -m myspinbot.platform.prepare speech
 
 with the platform's MYSPINBOT_* environment and relays what they print (`run_step`).
 """
@@ -121,6 +122,35 @@ def accounts_step() -> None:
         print(f"  accounts  created the owner account {done.owner.name!r} (admin)", flush=True)
     if done.new_cli_token:
         print(f"  accounts  the CLI's API token is in {where} (mode 0600)", flush=True)
+    # History from before accounts (an upgraded data directory) becomes the owner's.
+    from myspinbot.db.history import create_db_engine
+    from myspinbot.db.migrations import adopt_history
+
+    engine = create_db_engine(settings.sqlalchemy_url)
+    try:
+        adopted = adopt_history(engine)
+    finally:
+        engine.dispose()
+    if adopted:
+        print(
+            f"  accounts  {adopted} jobs, profiles and uploads from before accounts now "
+            f"belong to {done.owner.name!r}",
+            flush=True,
+        )
+
+
+def speech_step() -> None:
+    """The configured speech engine and voice can be used (a Piper voice file exists and
+    is a voice), checked before anything starts: a bad one stops `up` with the reason."""
+    from myspinbot.speech import get_engine
+
+    settings = Settings()
+    if not settings.triton_url:  # `up` starts the embedded tritonserver after this step
+        settings = settings.model_copy(update={"triton_url": "embedded"})
+    engine = get_engine(settings)
+    voice = getattr(engine, "voice", None)
+    shown = f", voice {getattr(voice, 'name', voice)}" if voice else ""
+    print(f"  speech    {engine.name}{shown}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         "storage", help="Create the bucket, migrate the database, then the accounts step."
     )
     steps.add_parser("accounts", help="Create the owner account and a login link.")
+    steps.add_parser("speech", help="Check the configured speech engine and voice.")
     args = parser.parse_args(argv)
     try:
         if args.step == "export":
             export_step(args.repository)
         elif args.step == "accounts":
             accounts_step()
+        elif args.step == "speech":
+            speech_step()
         else:
             storage_step()
     except PermanentError as exc:  # bad configuration or input: the message is the story

@@ -24,20 +24,12 @@ from typing import Any
 import httpx
 import redis
 
-from myspinbot import keys
+from myspinbot import datadir, keys
 from myspinbot.netutil import free_port
 from myspinbot.platform.prepare import StepInterrupted, run_step
 from myspinbot.platform.servers import STABLE_AFTER_S, SupervisedServer
 from myspinbot.redisserver import EmbeddedRedis
 from myspinbot.runtime.config import load_function_config
-from myspinbot.secretfiles import (
-    INTERNAL_TOKEN,
-    LOGIN_TOKEN,
-    METRICS_TOKEN,
-    ensure_secret,
-    read_secret,
-    secrets_dir,
-)
 from myspinbot.serverproc import ServerProcess
 from myspinbot.settings import Settings
 from myspinbot.storage.embedded import EmbeddedS3
@@ -120,6 +112,7 @@ class Platform:
         self._stop_requested = False
         self.urls: dict[str, str] = {}
         self.login_token: str | None = None  # one-time, for the link `up` prints
+        self._s3_keys: tuple[str, str] | None = None  # the embedded S3's, once started
 
     # --- signals ----------------------------------------------------------------------------
     def handle_signals(self) -> None:
@@ -139,8 +132,14 @@ class Platform:
 
     # --- start ------------------------------------------------------------------------------
     def start(self) -> None:
+        # People's photos, voices and LoRAs, the job history and the servers' secrets
+        # live under it: no other account may enter it.
+        datadir.private_dir(self.data_dir, self.say)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
+        if self._speech_configured():
+            # Before any server starts: a missing or broken voice file stops `up` at once.
+            self._run_step(["speech"], dict(os.environ))
         redis_url = self.settings.redis_url or self._start_redis()
         self._check_stop()
         s3_endpoint = self.settings.s3_endpoint or self._start_s3()
@@ -156,13 +155,13 @@ class Platform:
         # The bucket and the schema exist before anyone writes (in a child: boto3 and
         # SQLAlchemy are not needed here afterwards).
         self._run_step(["storage"], env)  # and the accounts step (the owner, a login link)
-        login_file = self.data_dir / "secrets" / LOGIN_TOKEN
-        self.login_token = read_secret(login_file)
+        login_file = self.data_dir / datadir.SECRETS_DIR / datadir.LOGIN_TOKEN
+        self.login_token = datadir.read_secret(login_file)
         login_file.unlink(missing_ok=True)  # it lives on only in the printed link
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
         self.urls.update(
             {
-                "redis": redis_url,
+                "redis": _hide_password(redis_url),
                 "s3": s3_endpoint,
                 "database": _hide_password(settings.sqlalchemy_url),
             }
@@ -181,28 +180,50 @@ class Platform:
             raise StartInterrupted from None
 
     def _supervise(self, name: str, server: ServerProcess, url: str) -> None:
-        self.servers.append(SupervisedServer(name, server, url, self.say))
+        # The URL is said in log lines and written to the state file: never its password.
+        self.servers.append(SupervisedServer(name, server, _hide_password(url), self.say))
+
+    def _secret(self, name: str) -> str:
+        return datadir.secret(self.data_dir, name, self.say)
 
     def _start_redis(self) -> str:
-        server = EmbeddedRedis(self.data_dir / "redis", appendfsync=self.settings.redis_appendfsync)
+        server = EmbeddedRedis(
+            self.data_dir / "redis",
+            appendfsync=self.settings.redis_appendfsync,
+            password=self._secret(datadir.REDIS_PASSWORD),
+        )
         url = server.start()
         self._supervise("redis", server, url)
         self.say(
-            f"  redis     {url} (embedded, data in {self.data_dir / 'redis'}, "
-            f"appendfsync {server.appendfsync})"
+            f"  redis     {_hide_password(url)} (embedded, data in {self.data_dir / 'redis'}, "
+            f"appendfsync {server.appendfsync}, password in {datadir.SECRETS_DIR}/)"
         )
         return url
 
     def _start_s3(self) -> str:
+        # Its own random keys, never MYSPINBOT_S3_ACCESS_KEY/SECRET_KEY (meant for an S3
+        # of your own) and so never their well-known defaults; the children get them.
+        self._s3_keys = (
+            self._secret(datadir.S3_ACCESS_KEY),
+            self._secret(datadir.S3_SECRET_KEY),
+        )
         server = EmbeddedS3(
-            self.data_dir / "s3",
-            access_key=self.settings.s3_access_key,
-            secret_key=self.settings.s3_secret_key,
+            self.data_dir / "s3", access_key=self._s3_keys[0], secret_key=self._s3_keys[1]
         )
         endpoint = server.start()
         self._supervise("s3", server, endpoint)
-        self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
+        self.say(
+            f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'}, "
+            f"keys in {datadir.SECRETS_DIR}/)"
+        )
         return endpoint
+
+    def _speech_configured(self) -> bool:
+        """A speech engine or voice chosen by the user, and a function that speaks."""
+        chosen = self.settings.tts_engine.strip().lower() != "auto" or self.settings.tts_voice
+        if not chosen:  # the built-in default: nothing to check, no config read early
+            return False
+        return any(load_function_config(d).name == "generate" for d in self.function_dirs)
 
     def _uses_triton(self) -> bool:
         """Only functions annotated `myspinbot.io/uses: triton` need it (generate)."""
@@ -217,11 +238,16 @@ class Platform:
         # in a child that exits, not here.
         self._run_step(["export", str(repository)], env)
         self._check_stop()
+        admin_key = self._secret(datadir.TRITON_ADMIN_KEY)
+        env["MYSPINBOT_TRITON_ADMIN_KEY"] = admin_key
         server = EmbeddedTriton(
             repository,
             self.data_dir / "triton",
-            host=self.settings.host,
+            # Loopback whatever --host says: only this machine's functions use Triton,
+            # and its repository API (guarded by the admin key) runs the code it is sent.
+            host="127.0.0.1",
             metrics_port=self.settings.triton_metrics_port or 0,
+            admin_key=admin_key,
         )
         url = server.start()
         self._supervise("triton", server, url)
@@ -243,18 +269,19 @@ class Platform:
             }
         )
         env.update(self._platform_secrets())
+        if self._s3_keys is not None:
+            env["MYSPINBOT_S3_ACCESS_KEY"], env["MYSPINBOT_S3_SECRET_KEY"] = self._s3_keys
         return env
 
     def _platform_secrets(self) -> dict[str, str]:
         """The internal and metrics tokens: given ones, else generated once into the data
         directory (0600) and kept across restarts (Prometheus' copy stays valid)."""
-        directory = secrets_dir(self.data_dir)
         out = {}
         for var, given, name in (
-            ("MYSPINBOT_INTERNAL_TOKEN", self.settings.internal_token, INTERNAL_TOKEN),
-            ("MYSPINBOT_METRICS_TOKEN", self.settings.metrics_token, METRICS_TOKEN),
+            ("MYSPINBOT_INTERNAL_TOKEN", self.settings.internal_token, datadir.INTERNAL_TOKEN),
+            ("MYSPINBOT_METRICS_TOKEN", self.settings.metrics_token, datadir.METRICS_TOKEN),
         ):
-            out[var] = given.get_secret_value() if given else ensure_secret(directory / name)
+            out[var] = given.get_secret_value() if given else self._secret(name)
         return out
 
     def login_link(self) -> str | None:
@@ -317,12 +344,20 @@ class Platform:
             "--port",
             str(port),
         ]
+        # /health stays degraded until every function started here has registered, so
+        # "ready" means all of them, not the ones that happened to be first.
+        names = [load_function_config(d).name for d in self.function_dirs]
+        gateway_env = {
+            **env,
+            "MYSPINBOT_EXPECTED_FUNCTIONS": json.dumps(names),
+            # The host it serves is a trusted host name (gateway/auth.py) by default.
+            "MYSPINBOT_HOST": self.settings.host,
+        }
         self.children.append(
             Child(
                 name="gateway",
                 argv=argv,
-                # The host it serves is a trusted host name (gateway/auth.py) by default.
-                env={**env, "MYSPINBOT_HOST": self.settings.host},
+                env=gateway_env,
                 log_path=self.data_dir / "logs" / "gateway.log",
                 info={"port": port},
             )

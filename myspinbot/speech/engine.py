@@ -1,8 +1,9 @@
 """Choosing the speech engine named in the settings.
 
-`auto` (the default) takes the most natural engine installed: flite's CMU voices, matched
-and converted toward the person per profile; espeak-ng when flite is missing (it also
-speaks the many languages flite lacks: name it to use it).
+`auto` (the default) takes the most natural engine available: a neural Piper voice when
+MYSPINBOT_TTS_VOICE names one (never without: such a voice is the user's choice), else
+flite's CMU voices, matched and converted toward the person per profile; espeak-ng when
+flite is missing (it also speaks the many languages flite lacks: name it to use it).
 
 Engines are looked up by name, so a neural voice-cloning engine (F5-TTS or GPT-SoVITS
 served by Triton, speaking from the profile's stored reference clip and transcript)
@@ -18,6 +19,7 @@ from myspinbot.settings import Settings
 from myspinbot.speech import flite
 from myspinbot.speech.espeak import EspeakEngine
 from myspinbot.speech.models import Speech, SpeechError
+from myspinbot.speech.piper import PiperEngine
 from myspinbot.voice.profile import VoiceProfile
 
 
@@ -32,6 +34,9 @@ class SpeechEngine(Protocol):
 _ENGINES: dict[str, Callable[[Settings], SpeechEngine]] = {
     "espeak": lambda settings: EspeakEngine(),
     "flite": lambda settings: flite.FliteEngine(voice=settings.tts_voice),
+    "piper": lambda settings: PiperEngine(
+        settings.tts_voice, settings.triton_url, retry_s=settings.triton_retry_s
+    ),
 }
 AUTO = "auto"
 
@@ -47,11 +52,28 @@ def known_engines() -> list[str]:
     return sorted({AUTO, *_ENGINES, *_NOT_IN_THIS_BUILD})
 
 
+def engine_name(settings: Settings) -> str:
+    """The engine `settings.tts_engine` names, `auto` resolved (nothing is checked)."""
+    name = settings.tts_engine.strip().lower()
+    if name != AUTO:
+        return name
+    if settings.tts_voice and _names_piper_voice(settings.tts_voice):
+        return "piper"
+    return "flite" if flite.installed_voices() else "espeak"
+
+
+def _names_piper_voice(voice: str) -> bool:
+    """A path to a voice file, or a voice an installed package ships (not a flite voice)."""
+    from myspinbot.speech.piper_voice import packaged_voices
+
+    voice = voice.strip()
+    packaged = packaged_voices()
+    return voice.endswith(".onnx") or "/" in voice or voice in packaged or voice.lower() in packaged
+
+
 def get_engine(settings: Settings) -> SpeechEngine:
     """The engine `settings.tts_engine` names; SpeechError when it is unknown or absent."""
-    name = settings.tts_engine.strip().lower()
-    if name == AUTO:
-        name = "flite" if flite.installed_voices() else "espeak"
+    name = engine_name(settings)
     factory = _ENGINES.get(name)
     if factory is not None:
         return factory(settings)

@@ -23,7 +23,6 @@ import pytest
 
 from myspinbot.media.ffmpeg import run_ffmpeg
 from myspinbot.media.video import probe
-from myspinbot.storage import ArtifactStore
 from tests.animate.lipsync_support import (
     BILABIAL_TEXT,
     FPS,
@@ -201,7 +200,5 @@ def test_cancel_during_animation_leaves_no_video(
 
     messages = follow(platform, job_id, on_message=cancel_in_animation)
     assert sent == [202] and messages[-1]["state"] == "cancelled"
-    store = ArtifactStore(
-        platform.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret"
-    )
+    store = platform.store()
     assert store.list_keys(f"generations/{job_id}/") == []

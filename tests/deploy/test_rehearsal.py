@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import httpx
@@ -181,7 +182,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     redis_url = redis.start()
     postgres = _postgres_schema_url()
     database_url = next(postgres)
-    with EmbeddedS3(tmp / "s3") as s3:
+    with EmbeddedS3(tmp / "s3", access_key="rehearsal", secret_key=token_urlsafe(24)) as s3:
         # The bucket exists before the platform starts (the operator's step on a cluster).
         ArtifactStore(s3.endpoint, "myspinbot", s3.access_key, s3.secret_key).ensure_bucket()
         status_port, gateway_port = free_port(), free_port()
