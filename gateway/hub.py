@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,9 +144,16 @@ class Waiter:
 
 
 class Hub:
-    def __init__(self, client: aioredis.Redis, queue_size: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        queue_size: int,
+        sign: Callable[[dict[str, Any]], dict[str, Any]] = lambda msg: msg,
+    ) -> None:
         self._redis = client
         self._queue_size = queue_size
+        # Adds fresh download links to a message carrying a result (events hold keys only).
+        self._sign = sign
         self._subs: dict[str, set[Client]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -201,7 +208,7 @@ class Hub:
         clients = self._subs.get(job_id)
         if not clients:
             return
-        out = Outgoing.of(to_message(json.loads(data)), live=True)
+        out = Outgoing.of(self._sign(to_message(json.loads(data))), live=True)
         for c in list(clients):
             if job_id in c.held:
                 c.held[job_id].append(out)
@@ -271,7 +278,7 @@ class Hub:
         )
         if not resumable:
             # Fresh subscribe (or the client is too far behind): the current state first.
-            c.offer(snapshot_message(job, newest_id))
+            c.offer(self._sign(snapshot_message(job, newest_id)))
             if newest_id:
                 c.last_sent[job_id] = id_tuple(newest_id)
             return
@@ -281,7 +288,8 @@ class Hub:
             keys.job_events(job_id), min=f"({last_event_id}", max="+"
         )
         for _eid, fields in missed:
-            self._deliver(c, job_id, Outgoing.of(to_message(json.loads(fields["data"]))))
+            msg = self._sign(to_message(json.loads(fields["data"])))
+            self._deliver(c, job_id, Outgoing.of(msg))
 
     def unsubscribe(self, c: Client, job_id: str) -> None:
         subs = self._subs.get(job_id)

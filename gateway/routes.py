@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from gateway import uploads
+from gateway.auth import require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
@@ -27,7 +27,9 @@ from myspinbot.speech.narration import narration_key
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api")
+# Every route here needs a signed-in user (gateway/auth.py); handlers read it with
+# `Depends(require_user)` too (resolved once per request).
+router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
 # How long a submit waits for ws-relay to record the job before answering 202 anyway
 # (the job is safely queued either way; this only makes an immediate status query find it).
 APPLY_WAIT_S = 2.0
@@ -190,23 +192,11 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
     if voice_text and len(voice_text) > 2000:
         raise ApiError(400, "`voice_text` is limited to 2000 characters", field="voice_text")
 
-    files: list[tuple[str, bytes, str]] = []
-    for i, upload in enumerate(images):
-        data = await uploads.read_limited(upload, limit, "images")
-        content_type = uploads.check_image(upload.filename or f"image {i + 1}", data)
-        files.append(
-            (f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data, content_type)
-        )
     voice = form.get("voice")
-    if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
-        data = await uploads.read_limited(voice, limit, "voice")
-        files.append(
-            (
-                f"voice/{uploads.safe_name(voice.filename, 'voice')}",
-                data,
-                uploads.check_audio(voice.filename or "voice", data),
-            )
-        )
+    clip = voice if isinstance(voice, StarletteUpload) and (voice.filename or voice.size) else None
+    files = await uploads.stage_training(images, clip, limit)
+    if clip is not None:
+        await uploads.check_voice_clip(clip.filename or "voice", clip.file, voice_text, s.settings)
 
     fingerprint = submit.request_hash(
         {
@@ -214,7 +204,7 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "name": name,
             "options": options.model_dump(mode="json"),
             "voiceText": voice_text,
-            "files": [(rel, hashlib.sha256(data).hexdigest()) for rel, data, _ in files],
+            "files": [(f.rel, f.sha256) for f in files],
         }
     )
     known = await _known(s, idempotency_key, fingerprint)
@@ -260,16 +250,15 @@ def _train_options(raw: Any) -> TrainOptions:
         raise ApiError(422, f"options: {message}", field="options", details=details) from None
 
 
-def _store_inputs(
-    s: Services, job_id: str, files: list[tuple[str, bytes, str]]
-) -> list[tuple[str, str]]:
+def _store_inputs(s: Services, job_id: str, files: list[uploads.Staged]) -> list[tuple[str, str]]:
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     stored = []
-    for rel, data, content_type in files:
-        key = f"jobs/{job_id}/inputs/{rel}"
-        s.store.put_bytes(key, data, content_type)
-        stored.append((key, content_type))
+    for f in files:
+        key = f"jobs/{job_id}/inputs/{f.rel}"
+        f.file.seek(0)
+        s.store.put_fileobj(key, f.file, f.content_type)  # from the spool, in chunks
+        stored.append((key, f.content_type))
     return stored
 
 
@@ -339,10 +328,8 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
             raise ApiError(422, f"{what} is not available: {reason}")
 
 
-async def _one_file(
-    request: Request, s: Services, field: str, what: str
-) -> tuple[StarletteUpload, bytes]:
-    """The single file of a one-file multipart upload, read within the upload limit."""
+async def _one_file(request: Request, s: Services, field: str, what: str) -> StarletteUpload:
+    """The single file of a one-file multipart upload, within the per-file limit."""
     try:
         form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
     except Exception as exc:
@@ -350,7 +337,8 @@ async def _one_file(
     upload = form.get(field)
     if not isinstance(upload, StarletteUpload):
         raise ApiError(400, f"Add {what} in the `{field}` field", field=field)
-    return upload, await uploads.read_limited(upload, s.settings.max_upload_bytes, field)
+    uploads.check_size(upload, s.settings.max_upload_bytes, field)
+    return upload
 
 
 @router.post(
@@ -379,7 +367,8 @@ async def _one_file(
 )
 async def upload_portrait(request: Request) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "image", "the portrait")
+    upload = await _one_file(request, s, "image", "the portrait")
+    data = await upload.read()  # within the per-file limit; decoded whole to find the face
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
     await anyio.to_thread.run_sync(uploads.check_face, upload.filename or "portrait", data)
     if s.store is None:
@@ -415,22 +404,23 @@ async def upload_portrait(request: Request) -> JSONResponse:
 )
 async def upload_narration(request: Request) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "audio", "the recording")
+    upload = await _one_file(request, s, "audio", "the recording")
     name = upload.filename or "narration"
-    seconds = await uploads.check_narration(name, data, s.settings.narration_max_seconds)
+    seconds = await uploads.check_narration(name, upload.file, s.settings.narration_max_seconds)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     narration_id = new_job_id()
-    content_type = uploads.check_audio(name, data, field="audio")
+    content_type = uploads.check_audio(name, upload.file, field="audio")
     key = narration_key(narration_id)
-    await anyio.to_thread.run_sync(s.store.put_bytes, key, data, content_type)
+    await anyio.to_thread.run_sync(s.store.put_fileobj, key, upload.file, content_type)
     body = {"narrationId": narration_id, "durationSeconds": round(seconds, 3)}
     return JSONResponse(body, status_code=201)
 
 
 @router.get("/status/{job_id}", summary="A job's current state")
 async def status(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/status/{job_id}")
+    s = services(request)
+    return s.links.job(await s.query(f"/status/{job_id}"))
 
 
 @router.get("/jobs", summary="Jobs, newest first")
@@ -448,12 +438,14 @@ async def jobs(
         params["type"] = type
     if state:
         params["state"] = state
-    return await services(request).query("/jobs", params)
+    s = services(request)
+    return s.links.jobs(await s.query("/jobs", params))
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
 async def job_detail(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/jobs/{job_id}")
+    s = services(request)
+    return s.links.job(await s.query(f"/jobs/{job_id}"))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
@@ -500,12 +492,14 @@ async def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=10
 
 @router.get("/profiles", summary="Trained profiles")
 async def profiles(request: Request) -> Any:
-    return await services(request).query("/profiles")
+    s = services(request)
+    return s.links.profiles(await s.query("/profiles"))
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")
 async def profile(profile_id: str, request: Request) -> Any:
-    return await services(request).query(f"/profiles/{profile_id}")
+    s = services(request)
+    return s.links.profile(await s.query(f"/profiles/{profile_id}"))
 
 
 @router.get("/capabilities", summary="What each running function provides")

@@ -16,7 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from gateway.errors import ApiError
 from gateway.hub import Hub
+from gateway.links import Links
 from myspinbot import keys
+from myspinbot.accounts import Accounts
+from myspinbot.db.history import create_db_engine
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
@@ -36,6 +39,8 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    links: Links
+    accounts: Accounts
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,14 +56,24 @@ class Services:
         registry.register(
             PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
         )
+        internal = settings.internal_token
+        # The status function answers only the platform's internal credential.
+        status_headers = (
+            {"Authorization": f"Bearer {internal.get_secret_value()}"} if internal else {}
+        )
+        store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
+        links = Links(store, settings.link_ttl_s)
         return cls(
             settings=settings,
             redis=client,
-            status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
-            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            status=httpx.AsyncClient(base_url=status_url, timeout=10.0, headers=status_headers),
+            store=store,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
-            hub=Hub(client, settings.ws_queue_size),
+            hub=Hub(client, settings.ws_queue_size, sign=links.message),
             metrics_registry=registry,
+            links=links,
+            # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
+            accounts=Accounts(create_db_engine(settings.sqlalchemy_url)),
         )
 
     async def close(self) -> None:
@@ -66,6 +81,7 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        self.accounts.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -27,6 +27,10 @@ REDIS_PASSWORD = "redis.password"
 S3_ACCESS_KEY = "s3-access.key"
 S3_SECRET_KEY = "s3-secret.key"
 TRITON_ADMIN_KEY = "triton-admin.key"
+INTERNAL_TOKEN = "internal.token"  # the gateway -> function HTTP triggers credential
+METRICS_TOKEN = "metrics.token"  # Prometheus -> /metrics
+OWNER_TOKEN = "owner.token"  # the owner's API token, for the CLI
+LOGIN_TOKEN = "login.token"  # the one-time sign-in link's token, printed by `up`
 
 # Generated secrets are URL-safe base64: they go into a redis:// URL, rclone's
 # "ACCESS,SECRET" pair and tritonserver's `<apis>:<header>=<value>` flag unescaped, so a
@@ -102,3 +106,23 @@ def _create(path: Path, value: str) -> None:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Replace `path` with `value`, mode 0600 from the first byte (never world-readable);
+    for values made elsewhere (an API token), where `secret` generates its own."""
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    tmp.replace(path)
+
+
+def read_secret(path: Path) -> str | None:
+    """The value in `path`, or None where there is no such file (or it is not ours)."""
+    try:
+        value = path.read_text().strip()
+    except (FileNotFoundError, PermissionError):
+        return None
+    return value or None

@@ -136,7 +136,7 @@ def test_a_burst_past_the_backlog_limit_is_refused_not_trimmed(
     async def burst() -> list[httpx.Response]:
         body = {"mode": "direct", "narration": "x", "stage": json.dumps({"steps": 2, "sleep": 0.5})}
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=p.url, timeout=60, limits=limits) as client:
+        async with p.async_client(timeout=60, limits=limits) as client:
             return list(
                 await asyncio.gather(*(client.post("/api/generate", json=body) for _ in range(80)))
             )
@@ -235,7 +235,7 @@ def test_a_training_retry_reuses_the_stored_photos(p: RunningPlatform) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**p.cli_env(), "COLUMNS": "120"},
     )
     assert out.returncode == 0, out.stderr
     assert "attempt 3" in out.stdout and "completed" in out.stdout

@@ -107,6 +107,10 @@ def _create_engine(url: str) -> Engine:
     return engine
 
 
+# Other SQL users (accounts) open their engine the same way.
+create_db_engine = _create_engine
+
+
 def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that supports ON CONFLICT; both backends spell it the same way."""
     if dialect == "postgresql":

@@ -16,9 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, Text, inspect, select, text, type_coerce, update
 
-from myspinbot.db.schema import job_events, jobs, metadata, profiles, schema_migrations
+from myspinbot.db.schema import (
+    api_tokens,
+    job_events,
+    jobs,
+    metadata,
+    profiles,
+    schema_migrations,
+    sessions,
+    users,
+)
+from myspinbot.jobs.models import stored_result
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +51,29 @@ def _add_event_metrics(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE job_events ADD COLUMN metrics TEXT"))
 
 
+def _create_accounts(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[users, api_tokens, sessions], checkfirst=True)
+
+
+def _drop_stored_links(conn: Connection) -> None:
+    """Results written before links were signed per read held signed URLs (living up to
+    7 days); keep their artifacts' keys only (docs/security.md, Links)."""
+    for table, pk in ((jobs, jobs.c.id), (job_events, job_events.c.seq)):
+        # Only rows with a `url` in their result are read and rewritten.
+        linked = type_coerce(table.c.result, Text).like('%"url":%')
+        for row_id, result in conn.execute(select(pk, table.c.result).where(linked)).all():
+            cleaned = stored_result(result)
+            if cleaned != result:
+                conn.execute(update(table).where(pk == row_id).values(result=cleaned))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, job_events and profiles", _create_tables),
     Migration(2, "job_events.metrics", _add_event_metrics),
+    Migration(3, "users, api_tokens and sessions", _create_accounts),
+    # Numbered apart from the other steps of the security work (owners: 4), so the
+    # branches merge without renumbering; the runner applies steps in list order.
+    Migration(5, "results keep artifact keys, not signed links", _drop_stored_links),
 ]
 
 

@@ -104,6 +104,43 @@ profiles = Table(
     Column("metadata", JSONText, nullable=False),
 )
 
+# --- accounts (issue 11): who may use the platform ------------------------------------------
+users = Table(
+    "users",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),  # 'admin' | 'member'
+    Column("created_at", Double, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    # sha256 hex of the token: the plain token is shown once and never stored.
+    Column("token_hash", Text, nullable=False, unique=True),
+    # 'api' (a Bearer token) or 'login' (a one-time link token, only exchanged for a session).
+    Column("purpose", Text, nullable=False, server_default="api"),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    Index("ix_api_tokens_user_id", "user_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # sha256 hex of the cookie's value, so a copy of the database opens no session.
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("ix_sessions_user_id", "user_id"),
+)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,

@@ -29,12 +29,12 @@ from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.generation.options import GenerateOptions, portrait_key
 from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
+from myspinbot.jobs.models import Artifact
 from myspinbot.jobs.progress import Step
 from myspinbot.runtime.lease import LeaseLost
 from myspinbot.settings import Settings
 from myspinbot.speech.models import Speech
 from myspinbot.storage import ArtifactStore
-from myspinbot.storage.links import signed_artifact
 from myspinbot.voice.profile import VoiceProfile
 
 if TYPE_CHECKING:
@@ -525,7 +525,7 @@ def _upload(
 ) -> list[dict[str, Any]]:
     png = io.BytesIO()
     portrait.save(png, "PNG")
-    artifacts: list[dict[str, Any]] = []
+    artifacts: list[Artifact] = []
     files = [
         ("speech.wav", wav.read_bytes(), "audio/wav"),
         ("stage.png", png.getvalue(), "image/png"),
@@ -536,7 +536,10 @@ def _upload(
     # The video last: a listing that shows it shows a complete set.
     for name, data, ctype in files:
         store.put_bytes(prefix + name, data, ctype)
-        artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
+        artifacts.append(Artifact(name=name, key=prefix + name, size=len(data), content_type=ctype))
     size = store.put_file(prefix + "video.mp4", video, "video/mp4")
-    artifacts.append({"name": "video.mp4", "key": prefix + "video.mp4", "size": size})
-    return [signed_artifact(store, a) for a in artifacts]
+    artifacts.append(
+        Artifact(name="video.mp4", key=prefix + "video.mp4", size=size, content_type="video/mp4")
+    )
+    # Keys, not links: the gateway signs a short-lived link whenever it shows the result.
+    return [a.stored() for a in artifacts]

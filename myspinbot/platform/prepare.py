@@ -7,6 +7,7 @@ those modules resident for the rest of its life): it runs
 
     python -m myspinbot.platform.prepare export REPOSITORY
     python -m myspinbot.platform.prepare storage
+    python -m myspinbot.platform.prepare accounts
 
 with the platform's MYSPINBOT_* environment and relays what they print (`run_step`).
 """
@@ -108,16 +109,32 @@ def storage_step() -> None:
     JobHistory(settings.sqlalchemy_url).close()  # migrates
 
 
+def accounts_step() -> None:
+    """The owner account exists, the CLI has its token, and a login link is ready."""
+    from myspinbot.accounts.bootstrap import bootstrap
+
+    settings = Settings()
+    done = bootstrap(settings)
+    where = settings.secrets_dir.resolve() / "owner.token"
+    if done.created:
+        print(f"  accounts  created the owner account {done.owner.name!r} (admin)", flush=True)
+    if done.new_cli_token:
+        print(f"  accounts  the CLI's API token is in {where} (mode 0600)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m myspinbot.platform.prepare")
     steps = parser.add_subparsers(dest="step", required=True)
     export = steps.add_parser("export", help="(Re-)export the base model when stale.")
     export.add_argument("repository", type=Path)
     steps.add_parser("storage", help="Create the bucket, migrate the database.")
+    steps.add_parser("accounts", help="Create the owner account and a login link.")
     args = parser.parse_args(argv)
     try:
         if args.step == "export":
             export_step(args.repository)
+        elif args.step == "accounts":
+            accounts_step()
         else:
             storage_step()
     except PermanentError as exc:  # bad configuration or input: the message is the story

@@ -111,6 +111,7 @@ class Platform:
         self._stopping = False
         self._stop_requested = False
         self.urls: dict[str, str] = {}
+        self.login_token: str | None = None  # one-time, for the link `up` prints
         self._s3_keys: tuple[str, str] | None = None  # the embedded S3's, once started
 
     # --- signals ----------------------------------------------------------------------------
@@ -151,6 +152,11 @@ class Platform:
         # The bucket and the schema exist before anyone writes (in a child: boto3 and
         # SQLAlchemy are not needed here afterwards).
         self._run_step(["storage"], env)
+        self._check_stop()
+        self._run_step(["accounts"], env)
+        login_file = self.data_dir / datadir.SECRETS_DIR / datadir.LOGIN_TOKEN
+        self.login_token = datadir.read_secret(login_file)
+        login_file.unlink(missing_ok=True)  # it lives on only in the printed link
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
         self.urls.update(
             {
@@ -254,9 +260,32 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self._platform_secrets())
         if self._s3_keys is not None:
             env["MYSPINBOT_S3_ACCESS_KEY"], env["MYSPINBOT_S3_SECRET_KEY"] = self._s3_keys
         return env
+
+    def _platform_secrets(self) -> dict[str, str]:
+        """The internal and metrics tokens: given ones, else generated once into the data
+        directory (0600) and kept across restarts (Prometheus' copy stays valid)."""
+        out = {}
+        for var, given, name in (
+            ("MYSPINBOT_INTERNAL_TOKEN", self.settings.internal_token, datadir.INTERNAL_TOKEN),
+            ("MYSPINBOT_METRICS_TOKEN", self.settings.metrics_token, datadir.METRICS_TOKEN),
+        ):
+            out[var] = given.get_secret_value() if given else self._secret(name)
+        return out
+
+    def login_link(self) -> str | None:
+        """`http://HOST:PORT/?token=...`: signs a browser in once (Jupyter-style)."""
+        if not self.login_token:
+            return None
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.port}/?token={self.login_token}"
 
     def _plan_functions(self, env: dict[str, str]) -> None:
         for fdir in self.function_dirs:
@@ -307,11 +336,15 @@ class Platform:
             "--port",
             str(port),
         ]
+        # /health stays degraded until every function started here has registered, so
+        # "ready" means all of them, not the ones that happened to be first.
+        names = [load_function_config(d).name for d in self.function_dirs]
+        gateway_env = {**env, "MYSPINBOT_EXPECTED_FUNCTIONS": json.dumps(names)}
         self.children.append(
             Child(
                 name="gateway",
                 argv=argv,
-                env=env,
+                env=gateway_env,
                 log_path=self.data_dir / "logs" / "gateway.log",
                 info={"port": port},
             )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
+from typing import BinaryIO
 
 import numpy as np
 
@@ -38,14 +40,20 @@ def narration_key(narration_id: str) -> str:
     return f"narrations/{narration_id}"
 
 
-def decode_recording(data: bytes, filename: str, max_seconds: float) -> Speech:
-    """The recording as speech (no timings yet); NarrationRejected says what is wrong."""
+def decode_recording(data: bytes | BinaryIO, filename: str, max_seconds: float) -> Speech:
+    """The recording (bytes, or a file read from its start in chunks) as speech (no
+    timings yet); NarrationRejected says what is wrong."""
     limit = max_seconds + 1.0  # decode a little past the limit, to know it is exceeded
     with tempfile.TemporaryDirectory(prefix="myspinbot-narration-") as tmp:
         # A file, not stdin: M4A puts its index after the audio, which a pipe cannot seek to.
         path = os.path.join(tmp, "narration")
         with open(path, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data.seek(0)
+                shutil.copyfileobj(data, f)
+                data.seek(0)
         args = ["-i", path, "-map", "0:a:0", "-t", f"{limit:g}", "-ac", "1"]
         args += ["-ar", str(RECORDING_RATE), "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
         try:

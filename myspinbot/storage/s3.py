@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -85,7 +85,7 @@ class ArtifactStore:
         access_key: str,
         secret_key: str,
         region: str = "us-east-1",
-        presign_expiry_s: int = 86400,
+        presign_expiry_s: int = 900,
         public_endpoint: str | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
@@ -139,7 +139,7 @@ class ArtifactStore:
             access_key=s.s3_access_key,
             secret_key=s.s3_secret_key,
             region=s.s3_region,
-            presign_expiry_s=s.presign_expiry_s,
+            presign_expiry_s=s.link_ttl_s,
             public_endpoint=s.s3_public_endpoint,
         )
 
@@ -233,6 +233,20 @@ class ArtifactStore:
         with self._translate("put", key):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return len(data)
+
+    def put_fileobj(self, key: str, fileobj: BinaryIO, content_type: str | None = None) -> int:
+        """Store what `fileobj` holds from its current position to its end, read in chunks
+        (an upload spooled to disk is never held whole in memory), and return its size."""
+        start = fileobj.tell()
+        size = fileobj.seek(0, os.SEEK_END) - start
+        fileobj.seek(start)
+        ctype = content_type or _guess_content_type(key)
+        extra: dict[str, Any] = {"ContentType": ctype} if ctype else {}
+        with self._translate("put", key):
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=fileobj, ContentLength=size, **extra
+            )
+        return size
 
     def put_file(
         self, key: str, path: str | os.PathLike[str], content_type: str | None = None

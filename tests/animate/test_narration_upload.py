@@ -11,7 +11,6 @@ not know or care which voice it is.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,7 +142,7 @@ def test_without_a_transcript_the_mouth_follows_loudness(
     audio, photo = tmp_path / "hello.ogg", tmp_path / "me.png"
     audio.write_bytes(ogg)
     prepared(smiling_photo()).save(photo)
-    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    env = platform.cli_env()
     args = ["generate", "--narration-audio", str(audio), "--portrait", str(photo)]
     out = subprocess.run(
         [sys.executable, "-m", "myspinbot", *args], env=env, capture_output=True, text=True,

@@ -367,7 +367,7 @@ def test_an_uploaded_portrait_is_animated(
     name, photo = face_photos(1)[0]
     path = tmp_path / name
     path.write_bytes(photo)
-    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    env = platform.cli_env()
     args = [
         "generate",
         "--profile",

@@ -58,21 +58,20 @@ def env(
     # threads that live as long as the replica. Here the replica is this test: stop them
     # with it, or they keep running in the pytest process and "repair" (re-queue) the jobs
     # of later tests when the `r` fixture flushes Redis.
+    # The classes themselves are patched, not the module's names: load() caches the handler
+    # module, which keeps the classes it imported the first time.
     started: list[Any] = []
-    for name in ("RedisRestartWatch", "Sweeper"):
-        real = getattr(repair, name)
-        monkeypatch.setattr(
-            repair, name, type(name, (real,), {"__init__": _recorded(real, started)})
-        )
+    for cls in (repair.RedisRestartWatch, repair.Sweeper):
+        monkeypatch.setattr(cls, "__init__", _recorded(cls.__init__, started))
     yield
     for thread in started:
         thread.close()
     get_settings.cache_clear()
 
 
-def _recorded(real: type, started: list[Any]) -> Any:
+def _recorded(real_init: Any, started: list[Any]) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        real.__init__(self, *args, **kwargs)
+        real_init(self, *args, **kwargs)
         started.append(self)
 
     return __init__

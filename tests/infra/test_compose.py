@@ -355,7 +355,7 @@ def _variables(text: str) -> dict[str, str]:
 
 
 # provision_secrets.sh's files that compose mounts (tests/infra/test_secrets.py runs it).
-SECRETS_FILES = {"wildcard.crt", "wildcard.key", "htpasswd", "redis.conf"}
+SECRETS_FILES = {"wildcard.crt", "wildcard.key", "htpasswd", "redis.conf", "metrics.token"}
 
 
 def test_every_variable_is_in_env_example_or_generated() -> None:

@@ -75,13 +75,22 @@ class Watch:
 
 
 @pytest.fixture
-def watch(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Watch]:
-    """A fresh page; at the end, no console error or uncaught exception may be left."""
+def watch(
+    browser: Browser, request: pytest.FixtureRequest, platform: RunningPlatform
+) -> Iterator[Watch]:
+    """A fresh page, signed in as the owner; at the end, no console error or uncaught
+    exception may be left."""
     shots_dir = ARTIFACTS / request.node.name
     shots_dir.mkdir(parents=True, exist_ok=True)
     for old in shots_dir.glob("*.png"):
         old.unlink()
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    # Signed in as a browser is after the login link: the session cookie. The CSRF header
+    # is added to every request here because this UI's fetches do not send it themselves.
+    context.add_cookies(
+        [{"name": "myspinbot_session", "value": platform.sign_in(), "url": platform.url}]
+    )
+    context.set_extra_http_headers({"X-MySpinBot-CSRF": "1"})
     page = context.new_page()
     page.set_default_timeout(20_000)
     w = Watch(page, shots_dir)
