@@ -248,7 +248,9 @@ def test_stored_results_get_links_signed_when_read(store: ArtifactStore) -> None
     assert signed_result(store, None) is None
 
 
-def test_put_fileobj_streams_from_the_current_position(store: ArtifactStore, tmp_path: Path) -> None:
+def test_put_fileobj_streams_from_the_current_position(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
     """An upload spooled to disk is stored from the file, not read whole first."""
     import tempfile
 
