@@ -136,8 +136,8 @@ def merge(rounds: list[PathResult]) -> PathResult:
 class TimedClient(TritonClient):
     """A TritonClient that records each request's wall time, by model."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, admin_key: str | None = None) -> None:
+        super().__init__(url, admin_key=admin_key)
         self.calls: list[tuple[str, float]] = []
 
     def infer(

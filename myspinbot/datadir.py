@@ -47,7 +47,18 @@ def private_dir(path: Path, say: Callable[[str], None] = _quiet) -> Path:
     """`path` as a directory only its owner may enter: created 0700, or an existing one
     that group or others could read or enter tightened to 0700 (and said so)."""
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # mkdir's mode passes the umask
-    mode = stat.S_IMODE(path.stat().st_mode)
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_ISVTX:
+        # /tmp and the like: closing them would break every other program that uses them.
+        raise RuntimeError(
+            f"{path} is a shared directory (sticky bit); give --data-dir a directory of its own"
+        )
+    if info.st_uid != os.getuid():
+        raise RuntimeError(
+            f"{path} belongs to another account (uid {info.st_uid}); give --data-dir a "
+            "directory of your own"
+        )
     if mode != DIR_MODE:
         os.chmod(path, DIR_MODE)
         if mode & 0o077:

@@ -64,3 +64,12 @@ def test_a_hand_written_secret_is_used_and_a_bad_one_is_refused_readably(
     (folder / datadir.S3_SECRET_KEY).write_text("short, with comma\n")
     with pytest.raises(RuntimeError, match="delete the file"):
         datadir.secret(tmp_path, datadir.S3_SECRET_KEY)
+
+
+def test_a_shared_directory_is_refused_not_closed(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(RuntimeError, match="shared directory"):
+        datadir.private_dir(shared)
+    assert mode(shared) == 0o1777
