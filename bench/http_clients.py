@@ -36,9 +36,12 @@ def _job_id(status: int, payload: bytes) -> str:
 
 
 class HttpxSubmitter:
-    def __init__(self, base_url: str, connections: int) -> None:
+    def __init__(self, base_url: str, connections: int, token: str | None = None) -> None:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=TIMEOUT_S)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url, limits=limits, timeout=TIMEOUT_S, headers=headers
+        )
 
     async def submit(self, body: dict[str, Any]) -> str:
         resp = await self._client.post(SUBMIT_PATH, json=body)
@@ -77,7 +80,8 @@ class RawConnection:
 class RawSubmitter:
     """Keep-alive connections, one per concurrent request, opened on demand."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self._auth = f"Authorization: Bearer {token}\r\n" if token else ""
         url = urlsplit(base_url)
         self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
         self._idle: list[RawConnection] = []
@@ -85,7 +89,7 @@ class RawSubmitter:
 
     def _head(self, length: int) -> bytes:
         return (
-            f"POST {SUBMIT_PATH} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"POST {SUBMIT_PATH} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{self._auth}"
             f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
         ).encode()
 
@@ -111,9 +115,12 @@ class RawSubmitter:
 CLIENTS = ("raw", "httpx")
 
 
-def make_submitter(kind: str, base_url: str, connections: int) -> Submitter:
+def make_submitter(
+    kind: str, base_url: str, connections: int, token: str | None = None
+) -> Submitter:
+    """`token`: the API token sent as `Authorization: Bearer` (the gateway requires one)."""
     if kind == "raw":
-        return RawSubmitter(base_url)
+        return RawSubmitter(base_url, token)
     if kind == "httpx":
-        return HttpxSubmitter(base_url, connections)
+        return HttpxSubmitter(base_url, connections, token)
     raise ValueError(f"unknown HTTP client {kind!r}; choose from {CLIENTS}")

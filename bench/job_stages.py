@@ -103,7 +103,7 @@ async def measure(
     platform: RunningPlatform, jobs: int, concurrency: int, http_client: str
 ) -> Measurement:
     client = aioredis.Redis.from_url(platform.redis_url, decode_responses=True)
-    submitter = make_submitter(http_client, platform.url, concurrency)
+    submitter = make_submitter(http_client, platform.url, concurrency, platform.token)
     try:
         warm = await job_counter(client, COMPLETED_FIELD) + WARMUP_JOBS
         await submit_all(submitter, WARMUP_JOBS, concurrency)

@@ -81,6 +81,7 @@ class RunningPlatform:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.log = self.data_dir / "up.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""  # the owner's API token (`up` writes it to the data dir)
 
     def __enter__(self) -> Self:
         self.start()
@@ -92,7 +93,9 @@ class RunningPlatform:
     @property
     def redis_url(self) -> str:
         state = json.loads((self.data_dir / "run" / "platform.json").read_text())
-        return str(state["urls"]["redis"])
+        # The state file hides the embedded Redis's password; `up` keeps it in secrets/.
+        password = (self.data_dir / "secrets" / "redis.password").read_text().strip()
+        return str(state["urls"]["redis"]).replace(":***@", f":{password}@", 1)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,16 @@ class RunningPlatform:
         except BaseException:  # Ctrl-C included: `with` does not call __exit__ for this
             self.stop()
             raise
+        self.token = (self.data_dir / "secrets" / "owner.token").read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def metrics_headers(self) -> dict[str, str]:
+        token = (self.data_dir / "secrets" / "metrics.token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -286,7 +299,7 @@ async def measure_throughput(
     http_client: str = "raw",
 ) -> Throughput:
     client = aioredis.Redis.from_url(platform.redis_url, decode_responses=True)
-    submitter = make_submitter(http_client, platform.url, concurrency)
+    submitter = make_submitter(http_client, platform.url, concurrency, platform.token)
     meter = CpuMeter({"client": [os.getpid()], **platform.processes()})
     try:
         await throughput_round(submitter, client, warmup, concurrency)
@@ -295,18 +308,20 @@ async def measure_throughput(
             await throughput_round(submitter, client, jobs, concurrency) for _ in range(rounds)
         ]
         cpu = meter.stop()
-        await _check_listed(platform.url, warmup + jobs * rounds)
+        await _check_listed(platform, warmup + jobs * rounds)
     finally:
         await submitter.aclose()
         await client.aclose()
     return Throughput(results, cpu)
 
 
-async def _check_listed(url: str, expected: int, timeout_s: float = 10.0) -> None:
+async def _check_listed(platform: RunningPlatform, expected: int, timeout_s: float = 10.0) -> None:
     """A few API calls at the end: the SQL history agrees that every job completed
     (ws-relay commits it just after the Redis state the benchmark watches)."""
     deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(
+        base_url=platform.url, timeout=60, headers=platform.headers
+    ) as http:
         while True:
             resp = await http.get("/api/jobs", params={"state": "completed", "limit": 1})
             total = int(resp.json()["total"])
@@ -411,11 +426,21 @@ async def _relay_latencies(client: aioredis.Redis, job_ids: list[str]) -> list[f
 
 
 async def _open(
-    stack: contextlib.AsyncExitStack, url: str, job_id: str, limit: asyncio.Semaphore
+    stack: contextlib.AsyncExitStack,
+    platform: RunningPlatform,
+    job_id: str,
+    limit: asyncio.Semaphore,
 ) -> ClientConnection:
     """A connected, subscribed client (closed with `stack`)."""
     async with limit:
-        ws = await stack.enter_async_context(connect(url, max_queue=None, ping_interval=None))
+        ws = await stack.enter_async_context(
+            connect(
+                platform.ws_url,
+                max_queue=None,
+                ping_interval=None,
+                additional_headers=platform.headers,
+            )
+        )
         await _subscribe(ws, job_id)
     return ws
 
@@ -430,18 +455,20 @@ async def measure_latency(
 ) -> LatencyResult:
     # `stage` is free text; `options` is validated strictly (an `options.bench` is a 422).
     body = {**NOOP_BODY, "stage": json.dumps({"bench": {"ticks": ticks, "interval": interval}})}
-    submitter = make_submitter("raw", platform.url, 1)
+    submitter = make_submitter("raw", platform.url, 1, platform.token)
     job_ids = [await submitter.submit(body) for _ in range(jobs)]
     await submitter.aclose()
     limit = asyncio.Semaphore(connect_concurrency)
     client = aioredis.Redis.from_url(platform.redis_url, decode_responses=True)
     async with (
-        httpx.AsyncClient(base_url=platform.url, timeout=60) as http,
+        httpx.AsyncClient(
+            base_url=platform.url, timeout=60, headers=platform.metrics_headers
+        ) as http,
         contextlib.AsyncExitStack() as stack,
     ):
         try:
             conns = await asyncio.gather(
-                *(_open(stack, platform.ws_url, job_ids[i % jobs], limit) for i in range(clients))
+                *(_open(stack, platform, job_ids[i % jobs], limit) for i in range(clients))
             )
             before = await _gateway_latency(http)
             await client.mset({GO_KEY.format(job_id=j): "1" for j in job_ids})

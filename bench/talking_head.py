@@ -2,23 +2,26 @@
 
 For a narration of about --seconds (default 20) at --size (512) and --fps (25), times:
 
-1. speech synthesis (myspinbot.speech's configured engine; espeak-ng directly if that
+1. speech synthesis (myspinbot.speech's configured engine, in the voice matched to a real
+   person's clip — codec2-examples' Harvard sentences, or --voice-clip — so flite's output
+   goes through the voice conversion as in a profile's video; espeak-ng directly if that
    package is missing; a synthetic syllable-rate voice, clearly labelled, if neither);
+   the match itself is learnt once per profile, at training, and timed on its own row;
 2. forced alignment of the speech to its text (pocketsphinx: the phoneme timeline);
 3. face landmarks on the portrait (MediaPipe's face mesh through OpenCV dnn);
 4. animation with the landmark animator (the default: lip shapes per phoneme) and, as
    the baseline in the same run, with the weight-free animator (loudness only);
    frames kept in memory so that encoding can be timed on its own;
 5. encoding those frames with the narration into the final MP4;
-6. the whole default path streamed as the pipeline runs it: speech, alignment,
-   landmark animation and encode.
+6. the whole default path streamed as the pipeline runs it: speech (with conversion),
+   alignment, landmark animation and encode.
 
 and prints, per step, the median wall seconds of --repeat runs (3) and seconds of
 video made per wall second (x real time: above 1 is faster than real time). A script,
 not a test: it asserts nothing. On a shared machine, read it with the load average.
 
     .venv/bin/python bench/talking_head.py [--seconds 20] [--size 512] [--fps 25]
-        [--repeat 3] [--portrait photo.jpg] [--keep out.mp4]
+        [--repeat 3] [--portrait photo.jpg] [--voice-clip clip.wav|none] [--keep out.mp4]
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ from myspinbot.media.video import VideoEncoder, probe  # noqa: E402
 from myspinbot.speech.align import align  # noqa: E402
 
 T = TypeVar("T")
+
+# A real person's voice to match (codec2-examples, LGPL-2.1; tests/fixtures/SOURCES.md).
+HARVARD = Path("/usr/share/codec2/raw/speech_orig_16k.wav")
+HARVARD_TEXT = (
+    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
+    "background. It's easy to tell the depth of a well. Four hours of steady work faced us."
+)
 
 # About 10 s at espeak-ng's default 175 words per minute; repeated to reach --seconds.
 TEXT = (
@@ -81,16 +91,32 @@ def narration_text(seconds: float) -> str:
     return " ".join([TEXT] * max(1, round(seconds / 10)))
 
 
-def synthesize(seconds: float) -> tuple[np.ndarray, int, str]:
-    """Narration audio, its rate, and which engine made it."""
+def learn_voice(clip: str) -> tuple[Any, float]:
+    """The voice profile (with its match) training makes from `clip`, and the wall time;
+    (None, 0) where there is no clip or no matching engine."""
+    from myspinbot.settings import Settings
+    from myspinbot.voice.build import build_matched_voice, matching_applies
+
+    path = Path(clip)
+    if clip == "none" or not path.exists() or not matching_applies(Settings()):
+        return None, 0.0
+    text = HARVARD_TEXT if path == HARVARD else None
+    start = time.perf_counter()
+    built = build_matched_voice(path.read_bytes(), path.name, text, Settings())
+    return built.profile, time.perf_counter() - start
+
+
+def synthesize(seconds: float, profile: Any = None) -> tuple[np.ndarray, int, str]:
+    """Narration audio, its rate, and which engine made it (in the profile's voice)."""
     text = narration_text(seconds)
     try:
         from myspinbot.settings import Settings
         from myspinbot.speech import get_engine
 
         settings = Settings()
-        speech = get_engine(settings).synthesize(text, None)
-        return speech.samples, speech.sample_rate, settings.tts_engine
+        speech = get_engine(settings).synthesize(text, profile)
+        converted = " + conversion" if profile is not None and profile.match else ""
+        return speech.samples, speech.sample_rate, settings.tts_engine + converted
     except Exception as exc:  # missing module, missing binary: fall through, say why
         reason = f"{type(exc).__name__}: {exc}"
     exe = shutil.which("espeak-ng")
@@ -144,12 +170,21 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--portrait", help="photo to animate (default: the astronaut)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per step (median)")
+    parser.add_argument(
+        "--voice-clip",
+        default=str(HARVARD),
+        help="a person's clip to match the voice to (default: the Harvard sentences); none: "
+        "the engine's plain voice",
+    )
     parser.add_argument("--keep", help="also save the streamed default-path video here")
     args = parser.parse_args()
 
     portrait = load_portrait(args.portrait, args.size)
     text = narration_text(args.seconds)
-    (samples, rate, engine), t_speech = timed(lambda: synthesize(args.seconds), args.repeat)
+    profile, t_match = learn_voice(args.voice_clip)
+    (samples, rate, engine), t_speech = timed(
+        lambda: synthesize(args.seconds, profile), args.repeat
+    )
     speech_s = len(samples) / rate
     alignment, t_align = timed(lambda: align(samples, rate, text), args.repeat)
     still = np.asarray(portrait.convert("RGB"))
@@ -184,7 +219,7 @@ def main() -> None:
         streamed = Path(args.keep) if args.keep else Path(tmp) / "streamed.mp4"
 
         def default_path() -> None:
-            voice, voice_rate, _ = synthesize(args.seconds)
+            voice, voice_rate, _ = synthesize(args.seconds, profile)
             timeline = align(voice, voice_rate, text).phonemes
             write_wav(wav, voice, voice_rate)
             animator = LandmarkAnimator()
@@ -196,12 +231,13 @@ def main() -> None:
 
     rows = [
         (f"speech synthesis ({engine})", t_speech, speech_s),
+        *([("voice match (once per profile, at training)", t_match, None)] if profile else []),
         (f"alignment (pocketsphinx, {len(alignment.phonemes)} phones)", t_align, speech_s),
         ("landmarks (face mesh, once per portrait)", t_landmarks, video_s),
         ("animation: landmark (new default)", t_landmark, video_s),
         ("animation: weightfree (baseline, same run)", t_weightfree, video_s),
         ("encode (x264 veryfast + AAC, faststart)", t_encode, video_s),
-        ("default path: speech + alignment + landmark animation + encode", t_path, video_s),
+        (f"default path: speech ({engine}) + alignment + landmarks + encode", t_path, video_s),
     ]
     load = os.getloadavg()
     print(f"median of {args.repeat} runs per step")
@@ -219,7 +255,8 @@ def main() -> None:
     print("| step | wall s | x real time |")
     print("|---|---:|---:|")
     for step, wall, media_s in rows:
-        print(f"| {step} | {wall:.2f} | {media_s / wall:.1f}x |")
+        rate_cell = f"{media_s / wall:.1f}x" if media_s is not None else "one-off"
+        print(f"| {step} | {wall:.2f} | {rate_cell} |")
 
 
 if __name__ == "__main__":

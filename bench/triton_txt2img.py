@@ -421,7 +421,7 @@ def run_lora(
     data = lora_file.read_bytes()
     assert lora_file.name == DIFFUSERS_FILE
 
-    client = TimedClient(triton.url)
+    client = TimedClient(triton.url, admin_key=triton.admin_key)
     try:
         pipe = TritonTxt2Img(BaseModelConfig(base.path_or_id), client)
         before = tree_memory(triton.pid)

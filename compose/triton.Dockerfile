@@ -37,3 +37,13 @@ RUN lib="$(python3 -c 'import onnxruntime, pathlib; print(pathlib.Path(onnxrunti
 # the MySpinBot image's user (uid 10001): Docker gives an empty named volume the owner of
 # the directory it is first mounted on, and the `export` service writes it as that user.
 RUN mkdir -p /models && chown 10001:10001 /models
+
+# Triton does not need root: NVIDIA's image has the unprivileged `triton-server` user
+# (uid 1000) for this. It reads the repository (read-only, world-readable files the
+# export writes), writes LoRA overrides under /tmp and tensors in /dev/shm.
+USER triton-server
+
+# The server is ready once every model is loaded (SD 1.5's three sessions take minutes);
+# docker-compose.yml's healthcheck is the same probe.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=6 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=3)"]

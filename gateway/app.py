@@ -6,19 +6,28 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway import errors, routes
+from gateway import accesslog, accounts_api, errors, openapi, ownership, routes
+from gateway.auth import (
+    AuthMiddleware,
+    TrustedHostMiddleware,
+    bearer_matches,
+    optional_user,
+    websocket_user,
+)
 from gateway.hub import EVENT_ID
+from gateway.limits import BodyLimitMiddleware, BodyLimits
 from gateway.middleware import ObserveMiddleware
 from gateway.services import Services
 from gateway.ui import mount_ui
 from myspinbot import __version__
+from myspinbot.accounts import User
 from myspinbot.settings import Settings, get_settings
 
 log = logging.getLogger("gateway")
@@ -46,28 +55,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.log = log
+    accesslog.install()  # however uvicorn was started: no query strings in request lines
     errors.install(app)
+    app.include_router(accounts_api.router)
     app.include_router(routes.router)
     _add_middleware(app, settings)
-    _add_platform_routes(app)
+    _add_platform_routes(app, settings)
+    openapi.install(app)
     return app
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # Whole-request cap: every photo at the per-file limit plus room for the form.
-    max_body = settings.max_upload_bytes * (settings.max_images + 1) + 1024 * 1024
-    app.add_middleware(ObserveMiddleware, max_body_bytes=max_body)
+    # The last added runs first. Body limits inside authentication: a stranger's upload
+    # is refused at its headers and never takes an upload slot. Metrics see every answer.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits=BodyLimits.from_settings(settings),
+        max_uploads=settings.max_concurrent_uploads,
+        retry_after_s=settings.upload_retry_after_s,
+    )
+    app.add_middleware(AuthMiddleware)
+    app.add_middleware(ObserveMiddleware)
+    # Added last, so it runs first: a request for a foreign host name gets nothing else.
+    app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
 
 
-def _add_platform_routes(app: FastAPI) -> None:
-    mount_ui(app)
+def _add_platform_routes(app: FastAPI, settings: Settings) -> None:
+    mount_ui(app, settings)
 
     @app.get("/livez", summary="The gateway process answers (for container liveness checks)")
     async def livez() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health", summary="Health of the gateway and everything it depends on")
-    async def health(request: Request) -> JSONResponse:
+    @app.get(
+        "/health",
+        summary="Health of the gateway and everything it depends on",
+        description='Without a credential only `{"status": "ok"|"degraded"}`; '
+        "signed in, the state of every component.",
+    )
+    async def health(
+        request: Request, user: Annotated[User | None, Depends(optional_user)]
+    ) -> JSONResponse:
         s: Services = request.app.state.services
         checks: dict[str, Any] = {
             "redis": s.check_redis(),
@@ -99,6 +127,10 @@ def _add_platform_routes(app: FastAPI) -> None:
                 notices += [
                     f"{c}: {v['note']}" for c, v in f["capabilities"].items() if v.get("note")
                 ]
+            for name in s.settings.expected_functions:
+                functions.setdefault(
+                    name, {"status": "down", "replicas": 0, "error": "not registered yet"}
+                )
         components["functions"] = functions
         failing = [n for n, c in components.items() if n != "functions" and c["status"] != "ok"]
         failing += [f"function:{n}" for n, f in functions.items() if f["status"] != "ok"]
@@ -110,17 +142,47 @@ def _add_platform_routes(app: FastAPI) -> None:
             body["failing"] = failing
         if notices:
             body["notices"] = sorted(set(notices))
+        if user is None:  # component detail (addresses, versions, errors) is for users
+            body = {"status": body["status"]}
         return JSONResponse(body, status_code=503 if failing else 200)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         s: Services = request.app.state.services
+        token = s.settings.metrics_token
+        if not bearer_matches(request.headers, token.get_secret_value() if token else None):
+            return JSONResponse(
+                {
+                    "error": "Metrics need `Authorization: Bearer <metrics token>` (the "
+                    "MYSPINBOT_METRICS_TOKEN; `myspinbot up` keeps it in "
+                    "<data dir>/secrets/metrics.token)."
+                },
+                status_code=401,
+            )
         platform = await asyncio.to_thread(generate_latest, s.metrics_registry)
         return Response(generate_latest(REGISTRY) + platform, media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         s: Services = websocket.app.state.services
+        who = await websocket_user(websocket)  # sets websocket.state.user
+        if not isinstance(who, User):
+            await _refuse(websocket, *who)
+            return
         job_id = websocket.query_params.get("jobId") or None
         last = websocket.query_params.get("lastEventId") or None
-        await s.hub.serve(websocket, job_id, last if last and EVENT_ID.fullmatch(last) else None)
+        await s.hub.serve(
+            websocket,
+            job_id,
+            last if last and EVENT_ID.fullmatch(last) else None,
+            # Someone else's job is refused like a missing one (gateway/ownership.py).
+            may_see=lambda job: ownership.may_see(who, job.owner),
+        )
+
+
+async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
+    """Refuse a WebSocket handshake with an HTTP status and a JSON error."""
+    try:
+        await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
+    except RuntimeError:  # a server without the denial-response extension: a bare 403
+        await websocket.close(code=1008, reason=message[:120])

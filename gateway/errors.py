@@ -40,6 +40,23 @@ def describe_validation(errors: list[Any]) -> tuple[int, str, list[dict[str, Any
     return 422, "; ".join(parts) or "invalid request", details
 
 
+# FastAPI's whole message for a JSON body that json.loads raised on with something other
+# than a syntax error; the cause (kept as __cause__) says which.
+_FASTAPI_UNPARSABLE = "There was an error parsing the body"
+
+
+def _unparsable_body(cause: BaseException | None) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        why = "it is not UTF-8 text"
+    elif isinstance(cause, RecursionError):
+        why = "it is nested too deeply"
+    elif isinstance(cause, ValueError):
+        why = "a number in it has too many digits"
+    else:
+        why = "it could not be parsed"
+    return f"Request body is not valid JSON: {why}"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -57,6 +74,8 @@ def install(app: FastAPI) -> None:
             message = "No such endpoint; see /docs for the API"
         if exc.status_code == 405:
             message = "Method not allowed on this endpoint; see /docs"
+        if exc.status_code == 400 and message == _FASTAPI_UNPARSABLE:
+            message = _unparsable_body(exc.__cause__)
         return JSONResponse(_body(message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,8 @@ log = logging.getLogger("gateway.hub")
 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 EVENT_ID = re.compile(r"\d+-\d+")
+# Whether a connection's user may follow a job (its ownership rule, gateway/ownership.py).
+MaySee = Callable[[Job], bool]
 
 
 def id_tuple(event_id: str) -> tuple[int, int]:
@@ -100,8 +102,9 @@ class Outgoing:
 
 
 class Client:
-    def __init__(self, ws: WebSocket, queue_size: int) -> None:
+    def __init__(self, ws: WebSocket, queue_size: int, may_see: MaySee) -> None:
         self.ws = ws
+        self.may_see = may_see
         self.queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(queue_size)
         self.last_sent: dict[str, tuple[int, int]] = {}
         self.held: dict[str, list[Outgoing]] = {}  # job -> live events during catch-up
@@ -144,9 +147,16 @@ class Waiter:
 
 
 class Hub:
-    def __init__(self, client: aioredis.Redis, queue_size: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        queue_size: int,
+        sign: Callable[[dict[str, Any]], dict[str, Any]] = lambda msg: msg,
+    ) -> None:
         self._redis = client
         self._queue_size = queue_size
+        # Adds fresh download links to a message carrying a result (events hold keys only).
+        self._sign = sign
         self._subs: dict[str, set[Client]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -201,7 +211,7 @@ class Hub:
         clients = self._subs.get(job_id)
         if not clients:
             return
-        out = Outgoing.of(to_message(json.loads(data)), live=True)
+        out = Outgoing.of(self._sign(to_message(json.loads(data))), live=True)
         for c in list(clients):
             if job_id in c.held:
                 c.held[job_id].append(out)
@@ -239,20 +249,25 @@ class Hub:
             return
         c.held[job_id] = []
         self._subs.setdefault(job_id, set()).add(c)
+        subscribed = False
         try:
-            await self._catch_up(c, job_id, last_event_id)
+            subscribed = await self._catch_up(c, job_id, last_event_id)
         finally:
-            for out in c.held.pop(job_id, []):
+            held = c.held.pop(job_id, [])
+            # A refused subscription gets none of the events that came in meanwhile.
+            for out in held if subscribed else []:
                 self._deliver(c, job_id, out)
 
-    async def _catch_up(self, c: Client, job_id: str, last_event_id: str | None) -> None:
+    async def _catch_up(self, c: Client, job_id: str, last_event_id: str | None) -> bool:
+        """Send what the client missed; False when the job is unknown to it (missing, or
+        someone else's: both are refused alike, so the answer reveals nothing)."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(keys.job(job_id))
         pipe.xrevrange(keys.job_events(job_id), count=1)
         pipe.xrange(keys.job_events(job_id), min="-", max="+", count=1)
         h, newest, oldest = await pipe.execute()
         job = job_from_hash(h)
-        if job is None:
+        if job is None or not c.may_see(job):
             self.unsubscribe(c, job_id)
             c.offer(
                 {
@@ -262,7 +277,7 @@ class Hub:
                     "message": f"No live job with id {job_id!r}",
                 }
             )
-            return
+            return False
         newest_id = str(newest[0][0]) if newest else None
         # Resume only if the client's last event is still retained, so nothing between
         # it and the oldest entry was trimmed away.
@@ -271,17 +286,19 @@ class Hub:
         )
         if not resumable:
             # Fresh subscribe (or the client is too far behind): the current state first.
-            c.offer(snapshot_message(job, newest_id))
+            c.offer(self._sign(snapshot_message(job, newest_id)))
             if newest_id:
                 c.last_sent[job_id] = id_tuple(newest_id)
-            return
+            return True
         assert last_event_id is not None
         c.last_sent[job_id] = id_tuple(last_event_id)
         missed: Any = await self._redis.xrange(
             keys.job_events(job_id), min=f"({last_event_id}", max="+"
         )
         for _eid, fields in missed:
-            self._deliver(c, job_id, Outgoing.of(to_message(json.loads(fields["data"]))))
+            msg = self._sign(to_message(json.loads(fields["data"])))
+            self._deliver(c, job_id, Outgoing.of(msg))
+        return True
 
     def unsubscribe(self, c: Client, job_id: str) -> None:
         subs = self._subs.get(job_id)
@@ -297,10 +314,14 @@ class Hub:
 
     # --- one connection ---------------------------------------------------------------------
     async def serve(
-        self, ws: WebSocket, initial_job: str | None, last_event_id: str | None
+        self,
+        ws: WebSocket,
+        initial_job: str | None,
+        last_event_id: str | None,
+        may_see: MaySee,
     ) -> None:
         await ws.accept()
-        c = Client(ws, self._queue_size)
+        c = Client(ws, self._queue_size, may_see)
         metrics.WS_CLIENTS.inc()
         sender = asyncio.create_task(c.sender())
         try:

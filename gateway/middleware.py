@@ -1,4 +1,4 @@
-"""Request metrics and the whole-request size cap, as plain ASGI middleware.
+"""Request metrics, as plain ASGI middleware (body limits: gateway/limits.py).
 
 (Starlette's `@app.middleware("http")` wraps every request in extra tasks and
 streams; at hundreds of requests per second that was a fifth of the gateway's CPU.)
@@ -16,9 +16,8 @@ from myspinbot import metrics
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,15 +32,8 @@ class ObserveMiddleware:
                 status = message["status"]
             await send(message)
 
-        length = _content_length(scope)
         try:
-            if length is not None and length > self.max_body:
-                status = 413
-                size, limit = length / 1e6, self.max_body / 1e6
-                error = f"Request is {size:.0f} MB; the limit is {limit:.0f} MB"
-                await _json(send, 413, {"error": error})
-            else:
-                await self.app(scope, receive, send_and_observe)
+            await self.app(scope, receive, send_and_observe)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
@@ -49,14 +41,9 @@ class ObserveMiddleware:
             metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit():
-            return int(value)
-    return None
-
-
-async def _json(send: Send, status: int, body: Any) -> None:
+async def _json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     raw = json.dumps(body).encode()
     await send(
         {
@@ -65,6 +52,10 @@ async def _json(send: Send, status: int, body: Any) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(raw)).encode()),
+                # No `connection: close`: closing with body bytes unread makes the kernel
+                # reset the connection, and a client still sending may never see this
+                # answer. uvicorn drops the rest of a body once the response is complete.
+                *(headers or []),
             ],
         }
     )

@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import uploads
+from gateway import ownership, uploads
+from gateway.auth import SESSION_COOKIE, CurrentUser, require_user
 from gateway.errors import ApiError, describe_validation
 from gateway.schemas import Accepted, GenerateRequest, TrainOptions
 from gateway.services import Services
 from myspinbot import keys
+from myspinbot.accounts import AccountError
+from myspinbot.db.uploads import UploadKind
+from myspinbot.deletion import (
+    Deleted,
+    Deletion,
+    DeletionFailed,
+    DeletionRefused,
+    HistoryCatchingUp,
+)
 from myspinbot.generation.options import portrait_key
 from myspinbot.jobs import submit
 from myspinbot.jobs.models import Job, JobState, JobType, new_job_id
 from myspinbot.script import NarrationTooLong, check_narration_length
 from myspinbot.speech.narration import narration_key
+from myspinbot.storage import ArtifactStore, StorageError
 from myspinbot.voice.profile import VoiceProfile
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api")
+# Every route here needs a signed-in user (gateway/auth.py); handlers read it with
+# `Depends(require_user)` too (resolved once per request).
+router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
 # How long a submit waits for ws-relay to record the job before answering 202 anyway
 # (the job is safely queued either way; this only makes an immediate status query find it).
 APPLY_WAIT_S = 2.0
@@ -53,6 +67,8 @@ def accepted(job_id: str) -> JSONResponse:
 def _answer(s: Services, res: submit.Accepted, idempotency_key: str | None) -> JSONResponse:
     if res.outcome in ("queued", "existing"):
         return accepted(res.job_id)
+    if res.outcome == "user_busy":
+        return _user_busy(s, res)
     if res.outcome == "conflict":
         raise ApiError(
             409,
@@ -72,12 +88,34 @@ def _answer(s: Services, res: submit.Accepted, idempotency_key: str | None) -> J
     )
 
 
-async def _known(s: Services, idempotency_key: str | None, fingerprint: str) -> JSONResponse | None:
+def _user_busy(s: Services, res: submit.Accepted) -> JSONResponse:
+    retry_after = s.settings.user_retry_after_s
+    if res.limit == "queued":
+        what = (
+            f"You have {res.depth} jobs waiting to start; the limit is {s.settings.user_max_queued}"
+        )
+    else:
+        what = f"You have {res.depth} unfinished jobs; the limit is {s.settings.user_max_active}"
+    return JSONResponse(
+        {
+            "error": f"{what} per user. Wait for some to finish (or cancel one) and try "
+            f"again in {retry_after} s.",
+            "limit": res.limit,
+            "jobs": res.depth,
+        },
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _known(
+    s: Services, user: ownership.Viewer, idempotency_key: str | None, fingerprint: str
+) -> JSONResponse | None:
     """A retry of a submit that was accepted: its answer, before storing anything again.
     (Only a shortcut: the atomic accept checks the key again.)"""
     if not idempotency_key:
         return None
-    prev = await s.redis.get(keys.idempotency(idempotency_key))
+    prev = await s.redis.get(keys.idempotency(idempotency_key, user.id))
     if prev is None:
         return None
     job_id, _, prev_hash = str(prev).partition(" ")
@@ -87,6 +125,7 @@ async def _known(s: Services, idempotency_key: str | None, fingerprint: str) -> 
 
 async def _queue(
     s: Services,
+    user: ownership.Viewer,
     job: Job,
     idempotency_key: str | None,
     fingerprint: str,
@@ -100,6 +139,7 @@ async def _queue(
             fingerprint=fingerprint,
             key_ttl_s=s.settings.idempotency_ttl_s,
             backlog_max=s.settings.backlog_max,
+            limits=ownership.limits(s, user),
         )
         if res.outcome == "queued":
             await applied.wait(APPLY_WAIT_S)
@@ -166,7 +206,9 @@ async def _discard_inputs(s: Services, job_id: str) -> None:
         }
     },
 )
-async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+async def train(
+    request: Request, user: CurrentUser, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     s = services(request)
     limit = s.settings.max_upload_bytes
     try:
@@ -174,7 +216,7 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             max_files=s.settings.max_images + 5, max_fields=50, max_part_size=64 * 1024
         )
     except Exception as exc:  # the multipart parser's own errors are already readable
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
+        raise _unreadable_upload(exc) from None
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
     if not images:
         raise ApiError(400, "Add at least one photo in the `images` field", field="images")
@@ -190,23 +232,11 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
     if voice_text and len(voice_text) > 2000:
         raise ApiError(400, "`voice_text` is limited to 2000 characters", field="voice_text")
 
-    files: list[tuple[str, bytes, str]] = []
-    for i, upload in enumerate(images):
-        data = await uploads.read_limited(upload, limit, "images")
-        content_type = uploads.check_image(upload.filename or f"image {i + 1}", data)
-        files.append(
-            (f"images/{i:02d}-{uploads.safe_name(upload.filename, 'image')}", data, content_type)
-        )
     voice = form.get("voice")
-    if isinstance(voice, StarletteUpload) and (voice.filename or voice.size):
-        data = await uploads.read_limited(voice, limit, "voice")
-        files.append(
-            (
-                f"voice/{uploads.safe_name(voice.filename, 'voice')}",
-                data,
-                uploads.check_audio(voice.filename or "voice", data),
-            )
-        )
+    clip = voice if isinstance(voice, StarletteUpload) and (voice.filename or voice.size) else None
+    files = await uploads.stage_training(images, clip, limit)
+    if clip is not None:
+        await uploads.check_voice_clip(clip.filename or "voice", clip.file, voice_text, s.settings)
 
     fingerprint = submit.request_hash(
         {
@@ -214,10 +244,10 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "name": name,
             "options": options.model_dump(mode="json"),
             "voiceText": voice_text,
-            "files": [(rel, hashlib.sha256(data).hexdigest()) for rel, data, _ in files],
+            "files": [(f.rel, f.sha256) for f in files],
         }
     )
-    known = await _known(s, idempotency_key, fingerprint)
+    known = await _known(s, user, idempotency_key, fingerprint)
     if known is not None:
         return known
     job_id = new_job_id()
@@ -234,8 +264,8 @@ async def train(request: Request, idempotency_key: IdempotencyKey = None) -> JSO
             "voice": next((k for k, t in stored if t.startswith("audio/")), None),
             "voiceText": voice_text,
         }
-        job = Job(id=job_id, type="train", params=params)
-        res = await _queue(s, job, idempotency_key, fingerprint)
+        job = Job(id=job_id, type="train", owner=user.id, params=params)
+        res = await _queue(s, user, job, idempotency_key, fingerprint)
     except BaseException:
         await _discard_inputs(s, job_id)
         raise
@@ -260,16 +290,15 @@ def _train_options(raw: Any) -> TrainOptions:
         raise ApiError(422, f"options: {message}", field="options", details=details) from None
 
 
-def _store_inputs(
-    s: Services, job_id: str, files: list[tuple[str, bytes, str]]
-) -> list[tuple[str, str]]:
+def _store_inputs(s: Services, job_id: str, files: list[uploads.Staged]) -> list[tuple[str, str]]:
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     stored = []
-    for rel, data, content_type in files:
-        key = f"jobs/{job_id}/inputs/{rel}"
-        s.store.put_bytes(key, data, content_type)
-        stored.append((key, content_type))
+    for f in files:
+        key = f"jobs/{job_id}/inputs/{f.rel}"
+        f.file.seek(0)
+        s.store.put_fileobj(key, f.file, f.content_type)  # from the spool, in chunks
+        stored.append((key, f.content_type))
     return stored
 
 
@@ -280,31 +309,37 @@ def _store_inputs(
     summary="Make a narrated talking-avatar video",
 )
 async def generate(
-    body: GenerateRequest, request: Request, idempotency_key: IdempotencyKey = None
+    body: GenerateRequest,
+    request: Request,
+    user: CurrentUser,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     s = services(request)
-    await _check_generate(s, body)
+    await _check_generate(s, user, body)
     params = body.model_dump(by_alias=True)
     fingerprint = submit.request_hash({"type": "generate", **params})
-    known = await _known(s, idempotency_key, fingerprint)
+    known = await _known(s, user, idempotency_key, fingerprint)
     if known is not None:
         return known
-    job = Job(id=new_job_id(), type="generate", params=params)
-    return _answer(s, await _queue(s, job, idempotency_key, fingerprint), idempotency_key)
+    job = Job(id=new_job_id(), type="generate", owner=user.id, params=params)
+    res = await _queue(s, user, job, idempotency_key, fingerprint)
+    return _answer(s, res, idempotency_key)
 
 
-async def _check_generate(s: Services, body: GenerateRequest) -> None:
-    """Refuse now what the job could only fail on later, saying why."""
+async def _check_generate(s: Services, user: ownership.Viewer, body: GenerateRequest) -> None:
+    """Refuse now what the job could only fail on later, saying why. Someone else's
+    profile, portrait or narration is refused exactly like a missing one."""
     voice = None
     if body.profile_id:
-        profile = await s.query(f"/profiles/{body.profile_id}")  # 404 passes through
+        profile = await ownership.profile(s, user, body.profile_id)
         voice_data = (profile.get("metadata") or {}).get("voice")
         voice = VoiceProfile.model_validate(voice_data) if voice_data else None
     elif body.options.portrait == "photo":
         raise ApiError(422, "Portrait `photo` needs a profile (`profileId`).")
     if body.options.portrait_image:
-        key = portrait_key(body.options.portrait_image)
-        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+        portrait_id = body.options.portrait_image
+        key = portrait_key(portrait_id)
+        if not await ownership.upload_exists(s, user, "portrait", portrait_id, key):
             raise ApiError(
                 422,
                 f"No uploaded portrait {body.options.portrait_image!r}: upload it with "
@@ -312,8 +347,9 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
                 field="options.portraitImage",
             )
     if body.options.narration_audio:
-        key = narration_key(body.options.narration_audio)
-        if s.store is None or not await anyio.to_thread.run_sync(s.store.exists, key):
+        narration_id = body.options.narration_audio
+        key = narration_key(narration_id)
+        if not await ownership.upload_exists(s, user, "narration", narration_id, key):
             raise ApiError(
                 422,
                 f"No uploaded narration {body.options.narration_audio!r}: upload the "
@@ -341,18 +377,24 @@ async def _check_generate(s: Services, body: GenerateRequest) -> None:
             raise ApiError(422, f"{what} is not available: {reason}")
 
 
-async def _one_file(
-    request: Request, s: Services, field: str, what: str
-) -> tuple[StarletteUpload, bytes]:
-    """The single file of a one-file multipart upload, read within the upload limit."""
+def _unreadable_upload(exc: Exception) -> ApiError:
+    # Starlette raises the parser's errors as HTTPExceptions, whose str() starts with the
+    # status code ("400: Missing boundary in multipart."): only the words go to the user.
+    detail = exc.detail if isinstance(exc, StarletteHTTPException) else str(exc)
+    return ApiError(400, f"Could not read the upload: {detail}")
+
+
+async def _one_file(request: Request, s: Services, field: str, what: str) -> StarletteUpload:
+    """The single file of a one-file multipart upload, within the per-file limit."""
     try:
         form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
     except Exception as exc:
-        raise ApiError(400, f"Could not read the upload: {exc}") from None
+        raise _unreadable_upload(exc) from None
     upload = form.get(field)
     if not isinstance(upload, StarletteUpload):
         raise ApiError(400, f"Add {what} in the `{field}` field", field=field)
-    return upload, await uploads.read_limited(upload, s.settings.max_upload_bytes, field)
+    uploads.check_size(upload, s.settings.max_upload_bytes, field)
+    return upload
 
 
 @router.post(
@@ -379,15 +421,24 @@ async def _one_file(
         }
     },
 )
-async def upload_portrait(request: Request) -> JSONResponse:
+async def upload_portrait(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "image", "the portrait")
+    upload = await _one_file(request, s, "image", "the portrait")
+    data = await upload.read()  # within the per-file limit; decoded whole to find the face
     content_type = uploads.check_image(upload.filename or "portrait", data, field="image")
     await anyio.to_thread.run_sync(uploads.check_face, upload.filename or "portrait", data)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     portrait_id = new_job_id()
-    await anyio.to_thread.run_sync(s.store.put_bytes, portrait_key(portrait_id), data, content_type)
+    key = portrait_key(portrait_id)
+    await _store_upload(
+        s,
+        user,
+        "portrait",
+        portrait_id,
+        key,
+        lambda store: store.put_bytes(key, data, content_type),
+    )
     return JSONResponse({"portraitId": portrait_id}, status_code=201)
 
 
@@ -415,29 +466,68 @@ async def upload_portrait(request: Request) -> JSONResponse:
         }
     },
 )
-async def upload_narration(request: Request) -> JSONResponse:
+async def upload_narration(request: Request, user: CurrentUser) -> JSONResponse:
     s = services(request)
-    upload, data = await _one_file(request, s, "audio", "the recording")
+    upload = await _one_file(request, s, "audio", "the recording")
     name = upload.filename or "narration"
-    seconds = await uploads.check_narration(name, data, s.settings.narration_max_seconds)
+    seconds = await uploads.check_narration(name, upload.file, s.settings.narration_max_seconds)
     if s.store is None:
         raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
     narration_id = new_job_id()
-    content_type = uploads.check_audio(name, data, field="audio")
+    content_type = uploads.check_audio(name, upload.file, field="audio")
     key = narration_key(narration_id)
-    await anyio.to_thread.run_sync(s.store.put_bytes, key, data, content_type)
+    await _store_upload(
+        s,
+        user,
+        "narration",
+        narration_id,
+        key,
+        lambda store: store.put_fileobj(key, upload.file, content_type),
+    )
     body = {"narrationId": narration_id, "durationSeconds": round(seconds, 3)}
     return JSONResponse(body, status_code=201)
 
 
+async def _store_upload(
+    s: Services,
+    user: ownership.Viewer,
+    kind: UploadKind,
+    upload_id: str,
+    key: str,
+    put: Callable[[ArtifactStore], object],
+) -> None:
+    """Store an upload (`put`, blocking: run in a thread) and record its uploader; an
+    upload that cannot be recorded is not kept (nobody could use it)."""
+    assert s.store is not None
+    store = s.store
+    await anyio.to_thread.run_sync(put, store)
+    try:
+        await anyio.to_thread.run_sync(s.uploads.add, kind, upload_id, user.id)
+    except BaseException:
+        await anyio.to_thread.run_sync(store.delete_prefix, key)
+        raise
+
+
+OwnerFilter = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Admins: only this user's (a user id). Members see only their own.",
+    ),
+]
+
+
 @router.get("/status/{job_id}", summary="A job's current state")
-async def status(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/status/{job_id}")
+async def status(job_id: str, request: Request, user: CurrentUser) -> Any:
+    s = services(request)
+    return s.links.job(await ownership.job_status(s, user, job_id))
 
 
-@router.get("/jobs", summary="Jobs, newest first")
+@router.get("/jobs", summary="Jobs, newest first (yours; an admin's: everyone's)")
 async def jobs(
     request: Request,
+    user: CurrentUser,
+    owner: OwnerFilter = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
     type: JobType | None = None,
@@ -446,21 +536,29 @@ async def jobs(
     ] = None,
 ) -> Any:
     params: dict[str, Any] = {"limit": limit, "offset": offset}
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"jobs": [], "total": 0, "limit": limit, "offset": offset}
+    if whose is not None:
+        params["owner"] = whose
     if type:
         params["type"] = type
     if state:
         params["state"] = state
-    return await services(request).query("/jobs", params)
+    s = services(request)
+    return await s.links.jobs(await s.query("/jobs", params))
 
 
 @router.get("/jobs/{job_id}", summary="A job with its recorded events")
-async def job_detail(job_id: str, request: Request) -> Any:
-    return await services(request).query(f"/jobs/{job_id}")
+async def job_detail(job_id: str, request: Request, user: CurrentUser) -> Any:
+    s = services(request)
+    return s.links.job(await ownership.job_detail(s, user, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
-async def cancel(job_id: str, request: Request) -> Any:
+async def cancel(job_id: str, request: Request, user: CurrentUser) -> Any:
     s = services(request)
+    await ownership.live_job(s, user, job_id)
     try:
         before = await submit.cancel(s.redis, job_id, s.settings.job_ttl_s)
     except KeyError:
@@ -475,43 +573,62 @@ async def cancel(job_id: str, request: Request) -> Any:
     status_code=202,
     summary="Run a failed job again with its stored inputs (e.g. from the dead letter)",
 )
-async def retry(job_id: str, request: Request) -> Any:
+async def retry(job_id: str, request: Request, user: CurrentUser) -> Any:
     s = services(request)
-    d = await s.query(f"/jobs/{job_id}")  # 404 passes through
+    d = await ownership.job_detail(s, user, job_id)
     job = Job(
         id=d["jobId"],
         type=d["type"],
         state=JobState(d["state"]),
         attempt=d["attempt"],
+        owner=d.get("owner"),
         params=d.get("params") or {},
         created_at=d["createdAt"],
     )
     try:
-        attempt = await submit.retry(s.redis, job)
+        attempt = await submit.retry(s.redis, job, ownership.limits(s, user))
     except submit.RetryError as exc:
         raise ApiError(409, str(exc)) from None
+    except submit.UserBusy as busy:
+        return _user_busy(s, busy.refused)
     return JSONResponse({"jobId": job_id, "state": "queued", "attempt": attempt}, 202)
 
 
-@router.get("/dead-letters", summary="Messages that failed for good, with their errors")
-async def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    # Auth comes later (an admin route); for now any caller may list them.
-    letters = await submit.dead_letters(services(request).redis, limit)
+@router.get(
+    "/dead-letters",
+    summary="Messages that failed for good, with their errors (of your jobs; an admin's: all)",
+)
+async def dead_letters(
+    request: Request,
+    user: CurrentUser,
+    owner: OwnerFilter = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"deadLetters": []}
+    # Only an admin sees letters that name no job owner (the events stream's).
+    letters = await submit.dead_letters(services(request).redis, limit, whose)
     return {"deadLetters": [d.view() for d in letters]}
 
 
-@router.get("/profiles", summary="Trained profiles")
-async def profiles(request: Request) -> Any:
-    return await services(request).query("/profiles")
+@router.get("/profiles", summary="Trained profiles (yours; an admin's: everyone's)")
+async def profiles(request: Request, user: CurrentUser, owner: OwnerFilter = None) -> Any:
+    whose = ownership.list_owner(user, owner)
+    if isinstance(whose, ownership.Nobody):
+        return {"profiles": []}
+    s = services(request)
+    return await s.links.profiles(await s.query("/profiles", {"owner": whose} if whose else None))
 
 
 @router.get("/profiles/{profile_id}", summary="One profile")
-async def profile(profile_id: str, request: Request) -> Any:
-    return await services(request).query(f"/profiles/{profile_id}")
+async def profile(profile_id: str, request: Request, user: CurrentUser) -> Any:
+    s = services(request)
+    return s.links.profile(await ownership.profile(s, user, profile_id))
 
 
 @router.get("/capabilities", summary="What each running function provides")
-async def capabilities(request: Request) -> Any:
+async def capabilities(request: Request, user: CurrentUser) -> Any:
     fns = await services(request).functions()
     return {
         "functions": {
@@ -523,3 +640,92 @@ async def capabilities(request: Request) -> Any:
             for name, f in sorted(fns.items())
         }
     }
+
+
+# --- the right to delete (myspinbot/deletion.py) ----------------------------------------------
+async def _delete(
+    s: Services, missing: ApiError, do: Callable[[Deletion], Deleted | None]
+) -> Deleted:
+    """Run a deletion in a worker thread. Nothing (any more) by that id, or someone else's:
+    `missing`, so a second DELETE of the same object answers 404 like an unknown id."""
+    if s.deletion is None:
+        raise ApiError(503, "Artifact storage is not configured (MYSPINBOT_S3_ENDPOINT)")
+    deletion = s.deletion
+    try:
+        deleted = await anyio.to_thread.run_sync(lambda: do(deletion))
+    except DeletionRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    except (HistoryCatchingUp, DeletionFailed) as exc:
+        raise ApiError(503, str(exc)) from None
+    except StorageError as exc:
+        # The SQL records go last, so the same DELETE again finishes what was started.
+        raise ApiError(503, f"Could not delete from storage ({exc}); try again.") from None
+    if deleted is None:
+        raise missing
+    log.info("Deleted %s: %d objects, jobs %s", deleted.id, deleted.objects, list(deleted.jobs))
+    return deleted
+
+
+def _owner(user: ownership.Viewer) -> str | None:
+    """Whose objects the user may delete: their own; an admin's, anyone's (None)."""
+    return None if ownership.is_admin(user) else user.id
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a finished job: its inputs, outputs and records (a second time: 404)",
+    responses={404: {"description": "No such job"}, 409: {"description": "Still running"}},
+)
+async def delete_job(job_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    await _delete(services(request), ownership.no_job(job_id), lambda d: d.job(job_id, owner))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/profiles/{profile_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a profile: photos, voice, LoRA, renders, its Triton model, the jobs made "
+    "with it, and their records (a second time: 404)",
+    responses={404: {"description": "No such profile"}, 409: {"description": "In use"}},
+)
+async def delete_profile(profile_id: str, request: Request, user: CurrentUser) -> Response:
+    owner = _owner(user)
+    missing = ownership.no_profile(profile_id)
+    await _delete(services(request), missing, lambda d: d.profile(profile_id, owner))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    response_class=Response,
+    summary="Delete your account and everything you own: profiles, jobs, uploads, tokens",
+    responses={409: {"description": "A job is unfinished, or you are the last admin"}},
+)
+async def delete_me(request: Request, user: CurrentUser) -> Response:
+    s = services(request)
+
+    def last_admin() -> bool:
+        admins = [u for u in s.accounts.list_users() if u.role == "admin"]
+        return ownership.is_admin(user) and len(admins) <= 1
+
+    # Checked before anything goes: the account could not be removed after.
+    if await anyio.to_thread.run_sync(last_admin):
+        raise ApiError(
+            409,
+            f"{user.name!r} is the last admin; make another user admin first "
+            "(`myspinbot users add NAME --role admin`), then delete this account.",
+        )
+    await _delete(s, ownership.no_profile(user.id), lambda d: d.account(user.id))
+    try:
+        await anyio.to_thread.run_sync(s.accounts.remove_user, user.id)
+    except AccountError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    # Its sessions and tokens went with it; the browser may forget the cookie too.
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

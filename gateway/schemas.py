@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +19,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
 
+# What `_mode_needs` checks, said in the JSON schema too, so that clients (and the fuzzer,
+# tests/fuzzing.py) know a valid request before sending it.
+_MODE_NEEDS: dict[str, Any] = {
+    "anyOf": [
+        {
+            "properties": {
+                "mode": {"const": "direct"},
+                "narration": {"type": "string", "pattern": r"\S"},
+            },
+            "required": ["narration"],
+        },
+        {
+            "properties": {
+                "mode": {"const": "direct"},
+                "options": {
+                    "properties": {"narrationAudio": {"type": "string"}},
+                    "required": ["narrationAudio"],
+                },
+            },
+            "required": ["options"],
+        },
+        {
+            "properties": {
+                "mode": {"const": "guided"},
+                "prompt": {"type": "string", "pattern": r"\S"},
+                "options": {"not": {"required": ["narrationAudio"]}},
+            },
+            "required": ["prompt"],
+        },
+    ]
+}
+
+
 class GenerateRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra=_MODE_NEEDS)
+
     profile_id: str | None = Field(None, alias="profileId", max_length=64)
     mode: Literal["guided", "direct"] = Field(
         description="`direct`: you give the narration; `guided`: an LLM writes it from `prompt`."

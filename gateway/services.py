@@ -16,12 +16,18 @@ from prometheus_client import CollectorRegistry
 
 from gateway.errors import ApiError
 from gateway.hub import Hub
+from gateway.links import Links
 from myspinbot import keys
+from myspinbot.accounts import Accounts
+from myspinbot.db import JobHistory
+from myspinbot.db.history import create_db_engine
+from myspinbot.db.uploads import Uploads
+from myspinbot.deletion import Deletion
 from myspinbot.metrics import PlatformCollector
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from myspinbot.triton.client import host_port
-from myspinbot.triton.repository import LORA_MODEL_PREFIX, MODELS
+from myspinbot.triton.repository import LORA_MODEL_PREFIX, MODELS, admin_headers
 
 STATUS_RETRIES = 2
 REDIS_POOL_SIZE = 200
@@ -36,6 +42,10 @@ class Services:
     db: sa.Engine
     hub: Hub
     metrics_registry: CollectorRegistry
+    uploads: Uploads  # who uploaded each portrait and narration
+    links: Links
+    accounts: Accounts
+    deletion: Deletion | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,14 +61,29 @@ class Services:
         registry.register(
             PlatformCollector(redis.Redis.from_url(redis_url, decode_responses=True), streams)
         )
+        internal = settings.internal_token
+        # The status function answers only the platform's internal credential.
+        status_headers = (
+            {"Authorization": f"Bearer {internal.get_secret_value()}"} if internal else {}
+        )
+        store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
+        links = Links(store, settings.link_ttl_s)
         return cls(
             settings=settings,
             redis=client,
-            status=httpx.AsyncClient(base_url=status_url, timeout=10.0),
-            store=ArtifactStore.from_settings(settings) if settings.s3_endpoint else None,
+            status=httpx.AsyncClient(base_url=status_url, timeout=10.0, headers=status_headers),
+            store=store,
             db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
-            hub=Hub(client, settings.ws_queue_size),
+            hub=Hub(client, settings.ws_queue_size, sign=links.message),
             metrics_registry=registry,
+            uploads=Uploads.open(settings.sqlalchemy_url),
+            links=links,
+            # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
+            accounts=Accounts(
+                create_db_engine(settings.sqlalchemy_url),
+                outage_grace_s=settings.auth_outage_grace_s,
+            ),
+            deletion=_deletion(settings, redis_url, store),
         )
 
     async def close(self) -> None:
@@ -66,6 +91,11 @@ class Services:
         await self.status.aclose()
         await self.redis.aclose()
         self.db.dispose()
+        self.uploads.close()
+        self.accounts.close()
+        if self.deletion is not None:
+            self.deletion.history.close()
+            self.deletion.redis.close()
 
     # --- the status function ----------------------------------------------------------------
     async def query(self, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -109,7 +139,18 @@ class Services:
         ready = await self.status.get(base + "/v2/health/ready")
         if ready.status_code != 200:
             raise RuntimeError(f"Triton at {base} is not ready (HTTP {ready.status_code})")
-        index = (await self.status.post(base + "/v2/repository/index", json={})).json()
+        # The index is a model-repository request: Triton wants the admin key for it.
+        answer = await self.status.post(
+            base + "/v2/repository/index",
+            json={},
+            headers=admin_headers(self.settings.triton_admin_key),
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(
+                f"Triton at {base} refused the model index (HTTP {answer.status_code}); "
+                "is MYSPINBOT_TRITON_ADMIN_KEY the key it was started with?"
+            )
+        index = answer.json()
         states = {m["name"]: m.get("state", "UNKNOWN") for m in index}
         not_ready = [f"{m}: {states.get(m, 'missing')}" for m in MODELS if states.get(m) != "READY"]
         if not_ready:
@@ -144,6 +185,20 @@ class Services:
             if info.get("metricsPort"):
                 fn["metricsPorts"].append(info["metricsPort"])
         return out
+
+
+def _deletion(settings: Settings, redis_url: str, store: ArtifactStore | None) -> Deletion | None:
+    """Deletion is synchronous (run in worker threads): its own blocking Redis client and
+    SQL engine, and the Triton a profile's LoRA model may be loaded in."""
+    if store is None:
+        return None
+    return Deletion(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        JobHistory(settings.sqlalchemy_url),
+        store,
+        triton_url=settings.triton_url,
+        triton_retry_s=min(settings.triton_retry_s, 5.0),
+    )
 
 
 def now() -> float:

@@ -1,15 +1,25 @@
-"""Checking uploaded files before anything is stored."""
+"""Checking uploaded files before anything is stored.
+
+Uploads arrive spooled by the multipart parser (in memory up to 1 MB, then on disk) and
+are checked and stored from there in chunks: an upload is never read whole into memory,
+except a portrait, which must be decoded to find its face anyway.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
 
+import anyio.to_thread
 from PIL import Image
 from starlette.datastructures import UploadFile
 
 from gateway.errors import ApiError
+from myspinbot.settings import Settings
 
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -37,22 +47,66 @@ def safe_name(name: str | None, default: str) -> str:
     return cleaned[:80] or default
 
 
-async def read_limited(upload: UploadFile, limit: int, what: str) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
+@dataclass(frozen=True)
+class Staged:
+    """An uploaded file, checked, still in the parser's spool: stored from there."""
+
+    rel: str  # its name under the job's inputs/
+    file: BinaryIO
+    content_type: str
+    sha256: str
+
+
+def check_size(upload: UploadFile, limit: int, what: str) -> None:
+    """Refuse a file over the per-file limit (the whole request was counted already)."""
+    size = upload.size
+    if size is None:
+        size = upload.file.seek(0, io.SEEK_END)
+        upload.file.seek(0)
+    if size > limit:
         raise ApiError(
             413,
             f"{what} {upload.filename!r} is larger than the {mb(limit)} limit per file",
             field=what,
         )
-    return data
 
 
-async def check_narration(name: str, data: bytes, max_seconds: float) -> float:
+def sha256_of(file: BinaryIO) -> str:
+    """Digest of a spooled file, read in chunks; the file is left at its start."""
+    file.seek(0)
+    digest = hashlib.sha256()
+    while chunk := file.read(1024 * 1024):
+        digest.update(chunk)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+async def stage_training(
+    images: list[UploadFile], voice: UploadFile | None, limit: int
+) -> list[Staged]:
+    """The photos and voice clip of a train request, checked; 4xx naming the bad file."""
+
+    def check() -> list[Staged]:
+        staged: list[Staged] = []
+        for i, upload in enumerate(images):
+            check_size(upload, limit, "images")
+            content_type = check_image(upload.filename or f"image {i + 1}", upload.file)
+            rel = f"images/{i:02d}-{safe_name(upload.filename, 'image')}"
+            staged.append(Staged(rel, upload.file, content_type, sha256_of(upload.file)))
+        if voice is not None:
+            check_size(voice, limit, "voice")
+            content_type = check_audio(voice.filename or "voice", voice.file)
+            rel = f"voice/{safe_name(voice.filename, 'voice')}"
+            staged.append(Staged(rel, voice.file, content_type, sha256_of(voice.file)))
+        return staged
+
+    # Reading spooled files may touch the disk: not on the event loop.
+    return await anyio.to_thread.run_sync(check)
+
+
+async def check_narration(name: str, data: bytes | BinaryIO, max_seconds: float) -> float:
     """Seconds of a narration recording that can narrate a video, or a readable 4xx:
     not audio, no audio in it, silent, or longer than the limit."""
-    import anyio.to_thread
-
     from myspinbot.speech.narration import NarrationRejected, decode_recording
 
     check_audio(name, data, field="audio")
@@ -63,12 +117,38 @@ async def check_narration(name: str, data: bytes, max_seconds: float) -> float:
     return speech.duration_s
 
 
-def check_image(name: str, data: bytes, field: str = "images") -> str:
-    """Return the content type of a real JPEG/PNG/WebP image, or raise a 4xx."""
+async def check_voice_clip(
+    name: str, file: BinaryIO, transcript: str | None, settings: Settings
+) -> None:
+    """A readable 4xx for a voice clip training would refuse: not decodable, silent, too
+    short or long, or (where the words are needed and not given) no recognisable speech.
+    The clip is read whole (within the per-file limit): it must be decoded anyway."""
+    from myspinbot.voice.build import screen_voice_clip
+    from myspinbot.voice.profile import VoiceError
+
+    def screen() -> None:
+        file.seek(0)
+        data = file.read()
+        file.seek(0)
+        screen_voice_clip(data, repr(name), transcript, settings)
+
+    try:
+        await anyio.to_thread.run_sync(screen)
+    except VoiceError as exc:
+        raise ApiError(
+            422, f"The voice clip {name!r} was not accepted: {exc}", field="voice"
+        ) from None
+
+
+def check_image(name: str, data: bytes | BinaryIO, field: str = "images") -> str:
+    """Return the content type of a real JPEG/PNG/WebP image, or raise a 4xx.
+    A file is read from its start, in chunks, and left at its start."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(source)
             fmt = img.format or ""
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
@@ -91,6 +171,8 @@ def check_image(name: str, data: bytes, field: str = "images") -> str:
                 f"{name!r} is not a readable image (JPEG, PNG or WebP expected)",
                 field=field,
             ) from None
+        finally:
+            source.seek(0)
     if fmt not in IMAGE_FORMATS:
         raise ApiError(
             415, f"{name!r} is a {fmt or 'unknown'} image; use JPEG, PNG or WebP", field=field
@@ -118,8 +200,13 @@ def check_face(name: str, data: bytes, field: str = "image") -> None:
         )
 
 
-def check_audio(name: str, data: bytes, field: str = "voice") -> str:
-    head = data[:16]
+def check_audio(name: str, data: bytes | BinaryIO, field: str = "voice") -> str:
+    if isinstance(data, bytes):
+        head = data[:16]
+    else:
+        data.seek(0)
+        head = data.read(16)
+        data.seek(0)
     for content_type, sig in AUDIO_SIGNATURES:
         if sig.match(head):
             return content_type

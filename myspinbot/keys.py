@@ -61,15 +61,22 @@ def job_cancel(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:cancel"
 
 
-def idempotency(key: str) -> str:
-    """Job id and request hash of the submit that used this Idempotency-Key."""
-    return f"{PREFIX}idem:{key}"
+def idempotency(key: str, owner: str | None = None) -> str:
+    """Job id and request hash of the submit that used this Idempotency-Key. Each user
+    has their own keys: another user's equal key must neither find nor reveal the job."""
+    return f"{PREFIX}idem:{key}" if owner is None else f"{PREFIX}idem:{owner}:{key}"
 
 
 # Submits whose inputs are stored but which are not queued yet (ZSET, job id -> time).
 # Queueing removes the entry atomically; what stays past a grace period was abandoned
 # (the gateway died in between) and the sweeper deletes its inputs.
 SUBMITS_PENDING = f"{PREFIX}submits:pending"
+
+
+def user_jobs(user_id: str) -> str:
+    """A member's unfinished jobs (ZSET, job id -> submit time) for the per-user limits:
+    submit.lua adds a job when it queues it and drops those it finds finished."""
+    return f"{PREFIX}user:{user_id}:jobs"
 
 
 # Function registry: one hash entry per running replica plus a heartbeat key with TTL.
@@ -99,3 +106,8 @@ def triton_lora_load_lock(model: str) -> str:
     """Held while one replica brings a profile's LoRA model online, so others wait for it
     rather than load the same model again."""
     return f"{PREFIX}lock:triton-lora:{model}"
+
+
+# Taken (SET NX, expiring after one sweep interval) by the ws-relay replica that runs this
+# round of the retention sweep (myspinbot/retention.py), so replicas do not all sweep.
+RETENTION_ROUND = f"{PREFIX}retention:round"

@@ -9,8 +9,10 @@ share and a server that lives exactly as long as `myspinbot up`.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -46,8 +48,11 @@ class EmbeddedRedis(ServerProcess):
 
     Usage::
 
-        with EmbeddedRedis(data_dir / "redis") as r:
+        with EmbeddedRedis(data_dir / "redis", password=pw) as r:
             client = redis.Redis.from_url(r.url)
+
+    With a `password` Redis refuses every command until a client authenticates, and
+    `url` carries it (`redis://:PASSWORD@host:port/0`); `myspinbot up` always sets one.
     """
 
     def __init__(
@@ -57,28 +62,42 @@ class EmbeddedRedis(ServerProcess):
         port: int = 0,
         appendonly: bool = True,
         appendfsync: str = "always",
+        password: str | None = None,
     ) -> None:
         if appendfsync not in ("always", "everysec"):
             raise ValueError(f"appendfsync must be 'always' or 'everysec', not {appendfsync!r}")
+        if password is not None and (
+            not password or any(c.isspace() or c in "\"'\\" for c in password)
+        ):
+            # It is written into a config file line as it is.
+            raise ValueError("the Redis password must not be empty nor hold spaces, quotes or '\\'")
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.password = password
         self.log_path = self.data_dir / "redis.log"
+        # `requirepass` on the command line would show in `ps` to every local account;
+        # a file only the owner may read does not.
+        self.auth_conf = self.data_dir / "auth.conf"
         super().__init__()
 
     @property
     def url(self) -> str:
         if self._proc is None:
             raise RuntimeError("EmbeddedRedis is not running")
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def _command(self) -> list[str]:
-        cmd = [
-            find_redis_server(),
-            # No config file: everything is on the command line, so the user's
-            # /etc/redis/redis.conf can never leak in.
+        cmd = [find_redis_server()]
+        if self.password:
+            # Our own config file, holding nothing but the password.
+            cmd.append(str(self.auth_conf.resolve()))
+        cmd += [
+            # No other config file: everything else is on the command line, so the
+            # user's /etc/redis/redis.conf can never leak in.
             "--bind",
             self.host,
             "--port",
@@ -90,9 +109,8 @@ class EmbeddedRedis(ServerProcess):
             # We own the process: it must stay our child so stop() can wait for it.
             "--daemonize",
             "no",
-            # Loopback-only bind already keeps strangers out; protected mode
-            # stays at its default so a non-loopback host without a password
-            # is still refused by Redis itself.
+            # Protected mode stays at its default, so a non-loopback host without a
+            # password is still refused by Redis itself.
         ]
         if self.appendonly:
             cmd += [
@@ -120,6 +138,7 @@ class EmbeddedRedis(ServerProcess):
         if self.running:
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_auth_conf()
         if self.port == 0:
             self.port = free_port(self.host)
         # Redis writes to --logfile itself, but argument errors are printed
@@ -132,6 +151,7 @@ class EmbeddedRedis(ServerProcess):
         client = redis.Redis(
             host=self.host,
             port=self.port,
+            password=self.password,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),
@@ -142,8 +162,14 @@ class EmbeddedRedis(ServerProcess):
                 # Checking the pid, not just PING, tells our server apart from
                 # another Redis that already held the port (ours then exits).
                 return int(client.info("server").get("process_id", -1)) == proc.pid
-            # Not listening yet, or still replaying a big AOF (LOADING).
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            # Not listening yet, or still replaying a big AOF (LOADING); or a foreign
+            # server that wants another password (or none: AUTH is then an error).
+            except (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.BusyLoadingError,
+                redis.ResponseError,
+            ):
                 return False
 
         try:
@@ -156,3 +182,12 @@ class EmbeddedRedis(ServerProcess):
         finally:
             client.close()
         return self.url
+
+    def _write_auth_conf(self) -> None:
+        if not self.password:
+            self.auth_conf.unlink(missing_ok=True)
+            return
+        fd = os.open(self.auth_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\n")
+        os.chmod(self.auth_conf, 0o600)  # an older file may have had another mode

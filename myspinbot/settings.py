@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,7 +47,13 @@ class Settings(BaseSettings):
     s3_public_endpoint: str | None = Field(
         None, description="S3 address for download links, when people reach S3 elsewhere."
     )
-    presign_expiry_s: int = 24 * 3600
+    link_ttl_s: int = Field(
+        900,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Life of a download link. Links are signed by the gateway at every read "
+        "and never stored, so a short life costs nothing: reading again gives a fresh one.",
+    )
 
     # --- Gateway ----------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -57,8 +63,58 @@ class Settings(BaseSettings):
     )
     max_upload_mb: float = Field(20.0, gt=0, description="Per-file upload limit.")
     max_images: int = Field(50, ge=1)
+    max_json_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Body limit of every route but the uploads (bytes as they arrive, "
+        "chunked bodies too), and of one WebSocket message.",
+    )
+    max_concurrent_uploads: int = Field(
+        8,
+        ge=1,
+        description="Uploads one gateway process receives at once; more answer 503 with "
+        "Retry-After (each is spooled to disk, up to the whole-request limit).",
+    )
+    upload_retry_after_s: int = Field(
+        5, ge=1, description="Retry-After of a 503 for too many uploads at once."
+    )
     ws_queue_size: int = Field(
         256, ge=1, description="Events buffered per WebSocket client before it is dropped."
+    )
+
+    # --- Accounts and credentials (docs/security.md) -----------------------------------
+    token: SecretStr | None = Field(
+        None,
+        description="The CLI's API token; unset: <data_dir>/secrets/owner.token (written by "
+        "the first `myspinbot up`).",
+    )
+    internal_token: SecretStr | None = Field(
+        None,
+        description="The platform's internal credential: function HTTP triggers (status) "
+        "accept only it. `myspinbot up` generates it into <data_dir>/secrets/internal.token.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token Prometheus sends to scrape the gateway's /metrics; "
+        "`myspinbot up` generates it into <data_dir>/secrets/metrics.token.",
+    )
+    allowed_hosts: str | None = Field(
+        None,
+        description="Comma-separated host names the gateway answers to (Host header; "
+        "DNS-rebinding defence). Unset: the host `up` serves, localhost names and IP "
+        "addresses. `*` allows any.",
+    )
+    session_ttl_s: float = Field(
+        7 * 24 * 3600, gt=0, description="How long a browser session lasts after sign-in."
+    )
+    auth_outage_grace_s: float = Field(
+        900.0,
+        ge=0,
+        description="While SQL is unreachable, a credential SQL accepted within this many "
+        "seconds keeps working (jobs go on through an outage); 0: none does.",
+    )
+    login_link_ttl_s: float = Field(
+        24 * 3600, gt=0, description="How long the one-time login link `up` prints works."
     )
 
     # --- Jobs and streams ------------------------------------------------------------
@@ -82,11 +138,36 @@ class Settings(BaseSettings):
     backlog_retry_after_s: int = Field(
         5, ge=1, description="Retry-After of a 429 for a full backlog."
     )
+    user_max_queued: int = Field(
+        20,
+        ge=1,
+        description="A member's jobs waiting to start before their submits answer 429 "
+        "(admins are not limited).",
+    )
+    user_max_active: int = Field(
+        25,
+        ge=1,
+        description="A member's unfinished jobs (waiting or running) before their submits "
+        "answer 429; this also bounds how many of them run at once.",
+    )
+    user_retry_after_s: int = Field(
+        30, ge=1, description="Retry-After of a 429 for a member over a per-user job limit."
+    )
     submit_orphan_grace_s: float = Field(
         600.0,
         gt=0,
         description="Inputs of a submit that never queued (the gateway died) are deleted "
         "after this long.",
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Finished jobs (their inputs, outputs and records) and unused uploads "
+        "older than this many days are deleted by ws-relay's retention sweep; unset: kept "
+        "until someone deletes them. Profiles are never swept.",
+    )
+    retention_sweep_s: float = Field(
+        3600.0, gt=0, description="How often the retention sweep runs, in seconds."
     )
     test_crash_before_queue: Path | None = Field(
         None,
@@ -126,6 +207,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Per-profile LoRA models kept loaded in Triton before the least "
         "recently used is unloaded (each holds a UNet copy).",
+    )
+    # --- Hardened defaults (docs/security.md) -------------------------------------------
+    triton_admin_key: str | None = Field(
+        None,
+        description="Secret sent as header `x-myspinbot-admin-key` with Triton model-repository "
+        "requests (LoRA load/unload, the health check's index); tritonserver refuses them "
+        "without it. `myspinbot up` generates one into <data_dir>/secrets/triton-admin.key.",
     )
 
     # --- Video generation -------------------------------------------------------------
@@ -168,6 +256,11 @@ class Settings(BaseSettings):
     function_dirs: list[Path] | None = Field(
         None, description="Function directories `myspinbot up` runs (default: functions/*)."
     )
+    expected_functions: list[str] = Field(
+        [],
+        description="Functions the gateway's /health reports down until a replica of each "
+        "has registered (`myspinbot up` sets it to the functions it starts).",
+    )
     nuclio_processor_config: Path = Field(
         Path("/etc/nuclio/config/processor/processor.yaml"),
         description="Where Nuclio's processor keeps the deployed function config (read by a "
@@ -189,6 +282,17 @@ class Settings(BaseSettings):
                 "(it starts Redis) or point MYSPINBOT_REDIS_URL at a Redis server"
             )
         return self.redis_url
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """Host names (no port) the gateway answers to; `*` means any."""
+        if self.allowed_hosts:
+            return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        return [self.host.lower(), "localhost", "127.0.0.1", "::1"]
 
     @property
     def models_dir(self) -> Path:

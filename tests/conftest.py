@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
+    # A repair thread an earlier test left running would take this flush for a Redis that
+    # lost its data and re-queue this test's jobs: fail here, naming it, not later at random.
+    leaked = [t.name for t in threading.enumerate() if t.name in ("redis-watch", "input-sweeper")]
+    assert not leaked, f"an earlier test left repair threads running: {leaked}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
     yield client

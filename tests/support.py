@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -13,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.sync.client import ClientConnection, connect
 
+from myspinbot import datadir
 from myspinbot.netutil import free_port
 from myspinbot.platform.supervisor import up_argv
+from myspinbot.storage import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = ROOT / "tests" / "functions" / "scripted"
@@ -76,6 +80,7 @@ class RunningPlatform:
                 self.env.pop(var, None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "up.log"
+        self.token = ""  # the owner's (admin) API token, from <data dir>/secrets/owner.token
 
     def start(self, timeout: float = 120) -> RunningPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,7 @@ class RunningPlatform:
             raise AssertionError(
                 f"platform did not start:\n{self.log.read_text()[-4000:]}"
             ) from None
+        self.token = (self.data_dir / "secrets" / "owner.token").read_text().strip()
         return self
 
     def _healthy(self) -> bool:
@@ -123,14 +129,97 @@ class RunningPlatform:
 
     @property
     def redis_url(self) -> str:
-        return str(self.state()["urls"]["redis"])
+        """The embedded Redis with its password (the state file shows it as ***)."""
+        url = str(self.state()["urls"]["redis"])
+        return url.replace(":***@", f":{self.secret(datadir.REDIS_PASSWORD)}@", 1)
 
-    # --- the API ------------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """A secret `up` generated into <data_dir>/secrets/ (myspinbot/datadir.py)."""
+        return (self.data_dir / datadir.SECRETS_DIR / name).read_text().strip()
+
+    def store(self) -> ArtifactStore:
+        """The embedded S3's bucket, with the keys `up` generated for it."""
+        return ArtifactStore(
+            self.state()["urls"]["s3"],
+            "myspinbot",
+            self.secret(datadir.S3_ACCESS_KEY),
+            self.secret(datadir.S3_SECRET_KEY),
+        )
+
+    def login_links(self) -> list[str]:
+        """Every `Sign in: http://...?token=...` link `up` printed, oldest first."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return re.findall(r"Sign in: (http://\S+\?token=\S+)", text)
+
+    # --- the API (as the owner, an admin, unless headers= says otherwise) -----------------------
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        """Headers to act as another user: `platform.get(path, headers=platform.bearer(t))`."""
+        return {"Authorization": f"Bearer {token}"}
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def cli_env(self, token: str | None = None) -> dict[str, str]:
+        """Environment for `myspinbot` CLI commands against this platform."""
+        return {**os.environ, "MYSPINBOT_URL": self.url, "MYSPINBOT_TOKEN": token or self.token}
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, **{"timeout": 30, **kw})
+
+    def async_client(self, **kw: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers=self.headers, **{"timeout": 30, **kw})
+
+    def ws(self, query: str = "", token: str | None = None, **kw: Any) -> ClientConnection:
+        """A WebSocket to /ws (with `query`, e.g. "?jobId=..."), signed in as the owner."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return connect(self.ws_url + query, additional_headers=headers, **kw)
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        kw["headers"] = {**self.headers, **(kw.get("headers") or {})}
+        return httpx.request(method, self.url + path, **{"timeout": 30, **kw})
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kw)
+        return self.request("GET", path, **kw)
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30, **kw)
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
+
+    @property
+    def metrics_token(self) -> str:
+        return (self.data_dir / "secrets" / "metrics.token").read_text().strip()
+
+    def metrics(self) -> str:
+        """The gateway's /metrics, scraped with the metrics token as Prometheus does."""
+        headers = {"Authorization": f"Bearer {self.metrics_token}"}
+        resp = httpx.get(self.url + "/metrics", headers=headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.text
+
+    def sign_in(self, token: str | None = None) -> str:
+        """POST /api/session as the UI does; returns the session cookie's value."""
+        resp = httpx.post(
+            self.url + "/api/session", json={"token": token or self.token}, timeout=30
+        )
+        assert resp.status_code == 200, resp.text
+        return str(resp.cookies["myspinbot_session"])
+
+    def add_user(self, name: str, role: str = "member") -> str:
+        """A new user (through the API, as the owner); returns their API token."""
+        resp = self.post("/api/users", json={"name": name, "role": role})
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["token"])
 
     def submit(self, test: dict[str, Any] | None = None, **body: Any) -> str:
         payload = {

@@ -58,7 +58,11 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
                 return False
 
         wait_for(healthy, timeout=120, what="the platform to be healthy", interval=0.3)
-        health = httpx.get(url + "/health").json()
+        # The first start made the owner account; its token is where the CLI looks for it.
+        token_file = clone / ".myspinbot" / "secrets" / "owner.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        auth = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        health = httpx.get(url + "/health", headers=auth).json()
         assert set(health["components"]["functions"]) == {"train", "generate", "status", "ws-relay"}
         # No base model configured: the platform says plainly what that means.
         assert any("renders noise, not people" in n for n in health.get("notices", []))
@@ -70,12 +74,14 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
         assert (clone / "triton-models" / "unet" / "1" / "model.onnx").exists()
 
         # No profile: the base model renders the portrait through Triton; a real MP4 ends it.
-        resp = httpx.post(url + "/api/generate", json={"mode": "direct", "narration": "Hi."})
+        resp = httpx.post(
+            url + "/api/generate", json={"mode": "direct", "narration": "Hi."}, headers=auth
+        )
         assert resp.status_code == 202
         job_id = resp.json()["jobId"]
         final = wait_for(
             lambda: (
-                (s := httpx.get(f"{url}/api/status/{job_id}").json())["state"]
+                (s := httpx.get(f"{url}/api/status/{job_id}", headers=auth).json())["state"]
                 in {"completed", "failed"}
                 and s
             ),
@@ -85,7 +91,7 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
         assert final["state"] == "completed", final
         assert final["result"]["portrait"] == "render"
         assert httpx.get(final["result"]["video"]["url"]).content[4:8] == b"ftyp"
-        caps = httpx.get(url + "/api/capabilities").json()["functions"]
+        caps = httpx.get(url + "/api/capabilities", headers=auth).json()["functions"]
         assert caps["generate"]["capabilities"]["generate"]["available"] is True
     finally:
         proc.send_signal(signal.SIGINT)
@@ -94,4 +100,5 @@ def test_up_from_a_clean_clone(clone: Path) -> None:
     assert code == 0
     out = (clone / "up.log").read_text()
     assert "Ready." in out and "Stopped." in out
+    assert f"Sign in: http://127.0.0.1:{port}/?token=msb_" in out
     assert "renders noise, not people" in " ".join(out.split())

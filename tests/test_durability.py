@@ -28,7 +28,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from myspinbot import keys
 from myspinbot.db import JobHistory
-from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
 from tests.conftest import POSTGRES_URL, _postgres_schema_url
 from tests.support import FUNCTIONS, ROOT, RunningPlatform, pid_alive, wait_for
@@ -62,7 +61,7 @@ def r(p: RunningPlatform) -> redis.Redis:
 
 @pytest.fixture(scope="module")
 def store(p: RunningPlatform) -> ArtifactStore:
-    return ArtifactStore.from_settings(Settings(s3_endpoint=p.state()["urls"]["s3"]))
+    return p.store()
 
 
 def png() -> bytes:
@@ -92,11 +91,12 @@ def completions_recorded(p: RunningPlatform, job_id: str) -> int:
 def test_a_gateway_killed_before_queueing_leaves_no_phantom_job_and_no_orphans(
     p: RunningPlatform, r: redis.Redis, store: ArtifactStore
 ) -> None:
+    owner = p.get("/api/me").json()["id"]  # Idempotency-Keys are per user
     (p.data_dir / "crash-the-gateway").touch()  # test hook: the next train submit dies
     with pytest.raises(httpx.TransportError):
         train(p, "after-a-crash", key="crash-1")
     # The key was never bound: nothing answers `202` for a job that does not exist.
-    assert r.get(keys.idempotency("crash-1")) is None
+    assert r.get(keys.idempotency("crash-1", owner)) is None
     (orphan,) = r.zrange(keys.SUBMITS_PENDING, 0, -1)
     assert store.list_keys(f"jobs/{orphan}/inputs/"), "the inputs were stored before the crash"
 
@@ -137,7 +137,7 @@ def test_a_burst_past_the_backlog_limit_is_refused_not_trimmed(
     async def burst() -> list[httpx.Response]:
         body = {"mode": "direct", "narration": "x", "stage": json.dumps({"steps": 2, "sleep": 0.5})}
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=p.url, timeout=60, limits=limits) as client:
+        async with p.async_client(timeout=60, limits=limits) as client:
             return list(
                 await asyncio.gather(*(client.post("/api/generate", json=body) for _ in range(80)))
             )
@@ -236,7 +236,7 @@ def test_a_training_retry_reuses_the_stored_photos(p: RunningPlatform) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**p.cli_env(), "COLUMNS": "120"},
     )
     assert out.returncode == 0, out.stderr
     assert "attempt 3" in out.stdout and "completed" in out.stdout

@@ -177,7 +177,7 @@ class Workload(threading.Thread):
     def _submit_all(self) -> None:
         deadline = time.monotonic() + SUBMIT_WINDOW_S
         i = 0
-        with httpx.Client(base_url=self.p.url, timeout=15) as client:
+        with self.p.client(timeout=15) as client:
             while len(self.row.accepted) < JOBS_PER_ROW and time.monotonic() < deadline:
                 spec = ALWAYS_FAILS if i in (7, 23) else WORKLOAD[i % len(WORKLOAD)]
                 body = {"mode": "direct", "narration": "Hi.", "stage": json.dumps(spec)}
@@ -203,7 +203,7 @@ def settle(p: RunningPlatform, row: Row) -> None:
     """Wait until every accepted job has ended (the API's answer: live state in Redis), then
     until the SQL history has its end too, and count the outcomes. A job that never ends is
     lost; one that ended but whose SQL history does not say so is `not in SQL`."""
-    with ThreadPoolExecutor(8) as pool, httpx.Client(base_url=p.url, timeout=30) as client:
+    with ThreadPoolExecutor(8) as pool, p.client(timeout=30) as client:
 
         def fetch(job_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
             try:
@@ -343,7 +343,7 @@ def test_redis_kill_during_a_burst_loses_no_accepted_job(faulty: RunningPlatform
     async def burst() -> None:
         nonlocal refused
         limits = httpx.Limits(max_connections=20)
-        async with httpx.AsyncClient(base_url=faulty.url, timeout=30, limits=limits) as client:
+        async with faulty.async_client(timeout=30, limits=limits) as client:
 
             async def one() -> None:
                 nonlocal refused

@@ -10,14 +10,9 @@ import time
 from typing import Any
 
 import redis
-from websockets.sync.client import connect
 
 from myspinbot import keys
 from tests.support import RunningPlatform, wait_for
-
-
-def ws_url(p: RunningPlatform, query: str = "") -> str:
-    return p.url.replace("http://", "ws://") + "/ws" + query
 
 
 def collect(ws: Any, until: set[str] | None = None, timeout: float = 60) -> list[dict[str, Any]]:
@@ -35,7 +30,7 @@ def collect(ws: Any, until: set[str] | None = None, timeout: float = 60) -> list
 
 def test_a_job_completes_and_its_events_stream_in_order(platform: RunningPlatform) -> None:
     job_id = platform.submit({"steps": 8, "sleep": 0.1, "echo": "hi"})
-    with connect(ws_url(platform)) as ws:
+    with platform.ws() as ws:
         ws.send(json.dumps({"type": "subscribe", "jobId": job_id}))
         msgs = collect(ws)
     first, *evts = msgs
@@ -61,7 +56,7 @@ def test_a_job_completes_and_its_events_stream_in_order(platform: RunningPlatfor
 
 def test_subscribe_on_connect_with_query(platform: RunningPlatform) -> None:
     job_id = platform.submit({"steps": 3, "sleep": 0.2})
-    with connect(ws_url(platform, f"?jobId={job_id}")) as ws:
+    with platform.ws(f"?jobId={job_id}") as ws:
         msgs = collect(ws)
     assert msgs[0]["snapshot"] and msgs[-1]["state"] == "completed"
 
@@ -71,14 +66,14 @@ def test_reconnect_with_last_event_id_gets_each_missed_event_once(
 ) -> None:
     job_id = platform.submit({"steps": 20, "sleep": 0.15})
     seen: list[dict[str, Any]] = []
-    with connect(ws_url(platform)) as ws:
+    with platform.ws() as ws:
         ws.send(json.dumps({"type": "subscribe", "jobId": job_id}))
         seen.append(json.loads(ws.recv(timeout=10)))  # snapshot
         while len(seen) < 4:
             seen.append(json.loads(ws.recv(timeout=10)))
     last = seen[-1]["eventId"]
     time.sleep(1.0)  # events keep coming while we are away
-    with connect(ws_url(platform)) as ws:
+    with platform.ws() as ws:
         ws.send(json.dumps({"type": "subscribe", "jobId": job_id, "lastEventId": last}))
         rest = collect(ws)
     assert not any(m.get("snapshot") for m in rest)
@@ -95,7 +90,7 @@ def _tuple(event_id: str) -> tuple[int, int]:
 
 
 def test_unknown_job_subscription_is_an_error_message(platform: RunningPlatform) -> None:
-    with connect(ws_url(platform)) as ws:
+    with platform.ws() as ws:
         ws.send(json.dumps({"type": "subscribe", "jobId": "nope"}))
         msg = json.loads(ws.recv(timeout=10))
         ws.send("not json")
@@ -195,12 +190,12 @@ def test_metrics_count_jobs_requests_and_invocations(platform: RunningPlatform) 
             for s in fam.samples
         }
 
-    before = samples(platform.get("/metrics").text)
+    before = samples(platform.metrics())
     jobs = [platform.submit() for _ in range(3)]
     for j in jobs:
         platform.wait_state(j, {"completed"})
-    with connect(ws_url(platform)) as ws:
-        after = samples(platform.get("/metrics").text)
+    with platform.ws() as ws:
+        after = samples(platform.metrics())
         ws.close()
 
     def delta(name: str, **labels: str) -> float:
@@ -315,7 +310,7 @@ def test_many_concurrent_submits_are_all_accepted(platform: RunningPlatform) -> 
 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=platform.url, timeout=60, limits=limits) as client:
+        async with platform.async_client(timeout=60, limits=limits) as client:
             body = {"mode": "direct", "narration": "x", "stage": '{"steps": 1}'}
             replies = await asyncio.gather(
                 *(client.post("/api/generate", json=body) for _ in range(200))

@@ -121,3 +121,36 @@ def test_a_killed_server_is_brought_back_on_its_port_with_its_data(tmp_path: Pat
         client.close()
         supervised.stop()
     assert not pid_alive(victim)
+
+
+def test_with_a_password_it_refuses_clients_without_it(tmp_path: Path) -> None:
+    """Issue 11 acceptance 7: `myspinbot up` starts Redis with a password; a client that
+    does not send it (or sends another) gets no data, the URL it was given works."""
+    password = "a-long-random-test-password_123"
+    with EmbeddedRedis(tmp_path / "redis", password=password) as server:
+        assert server.url == f"redis://:{password}@127.0.0.1:{server.port}/0"
+        owner = redis.Redis.from_url(server.url)
+        stranger = redis.Redis(host="127.0.0.1", port=server.port)
+        guesser = redis.Redis(host="127.0.0.1", port=server.port, password="myspinbot")
+        try:
+            owner.set("face", "private")
+            with pytest.raises(redis.AuthenticationError):
+                stranger.get("face")
+            with pytest.raises(redis.AuthenticationError):
+                guesser.get("face")
+            assert owner.get("face") == b"private"
+        finally:
+            for c in (owner, stranger, guesser):
+                c.close()
+        # Not on the command line, where `ps` shows it to every account.
+        cmdline = Path(f"/proc/{server.pid}/cmdline")
+        if cmdline.exists():
+            assert password.encode() not in cmdline.read_bytes()
+        conf = server.auth_conf
+        assert conf.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_password_that_cannot_go_into_its_config_is_refused(tmp_path: Path) -> None:
+    for bad in ("", "two words", 'quo"te'):
+        with pytest.raises(ValueError, match="password"):
+            EmbeddedRedis(tmp_path / "redis", password=bad)

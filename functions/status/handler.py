@@ -1,11 +1,20 @@
 """status: job status, history and profiles over HTTP.
 
-Routes (GET): /status/{id}, /jobs?limit&offset&type&state, /jobs/{id},
-/profiles, /profiles/{id}, /healthz.
+Routes (GET): /status/{id}, /jobs?limit&offset&type&state&owner, /jobs/{id},
+/profiles?owner, /profiles/{id}, /healthz. Who may see what is the gateway's decision
+(gateway/ownership.py); here `owner` only filters, and every view names its owner.
+
+Answers carry artifact keys, not links: the gateway signs short-lived links as it
+answers (gateway/links.py), so no signed URL passes through or is logged here.
+
+Only the platform may ask: every route but /healthz (for liveness probes; it says only
+"ok") needs `Authorization: Bearer <MYSPINBOT_INTERNAL_TOKEN>`, which the gateway sends
+after checking who its caller is. Without a configured token nothing is answered.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import redis
@@ -14,8 +23,6 @@ from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.jobs.queries import JobQueries
 from myspinbot.runtime.hosting import join
 from myspinbot.settings import get_settings
-from myspinbot.storage import ArtifactStore
-from myspinbot.storage.links import signed_artifact, signed_result
 
 MAX_PAGE = 200
 
@@ -26,10 +33,8 @@ def init_context(context: Any) -> None:
     history = JobHistory(settings.sqlalchemy_url)
     context.user_data.history = history
     context.user_data.queries = JobQueries(client, history)
-    # Download links are signed per request: a stored URL would expire with its signature.
-    context.user_data.store = (
-        ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
-    )
+    internal = settings.internal_token
+    context.user_data.internal_token = internal.get_secret_value() if internal else None
     context.user_data.capabilities = {"status": {"available": True}}
     join(context, handler)  # under Nuclio: register this replica with the platform
 
@@ -55,21 +60,36 @@ def handler(context: Any, event: Any) -> Any:
     if parts == ["healthz"]:
         context.user_data.history.ping()
         return _json(context, 200, {"status": "ok"})
+    if not _internal(context, event):
+        return _json(
+            context,
+            401,
+            {
+                "error": "Only the platform may call this function: send the internal token "
+                "(MYSPINBOT_INTERNAL_TOKEN) as `Authorization: Bearer ...`."
+            },
+        )
     if len(parts) == 2 and parts[0] == "status":
         job = q.get(parts[1])
         if job is None:
             return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
-        return _json(context, 200, _job_view(context, job.status_view()))
+        return _json(context, 200, job.status_view())
     if parts == ["jobs"]:
         fields = event.fields or {}
         limit = _int(fields, "limit", 20, 1, MAX_PAGE)
         offset = _int(fields, "offset", 0, 0, 10**9)
-        jobs, total = q.page(limit, offset, fields.get("type") or None, fields.get("state") or None)
+        jobs, total = q.page(
+            limit,
+            offset,
+            fields.get("type") or None,
+            fields.get("state") or None,
+            fields.get("owner") or None,
+        )
         return _json(
             context,
             200,
             {
-                "jobs": [_job_view(context, j.status_view()) for j in jobs],
+                "jobs": [j.status_view() for j in jobs],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
@@ -79,9 +99,10 @@ def handler(context: Any, event: Any) -> Any:
         detail = q.detail(parts[1])
         if detail is None:
             return _json(context, 404, {"error": f"No job with id {parts[1]!r}"})
-        return _json(context, 200, _job_view(context, detail))
+        return _json(context, 200, detail)
     if parts == ["profiles"]:
-        profiles = context.user_data.history.list_profiles()
+        owner = (event.fields or {}).get("owner") or None
+        profiles = context.user_data.history.list_profiles(owner)
         return _json(context, 200, {"profiles": [_profile_view(context, p) for p in profiles]})
     if len(parts) == 2 and parts[0] == "profiles":
         profile = context.user_data.history.get_profile(parts[1])
@@ -91,14 +112,18 @@ def handler(context: Any, event: Any) -> Any:
     return _json(context, 404, {"error": f"Unknown path {event.path!r}"})
 
 
-def _job_view(context: Any, view: dict[str, Any]) -> dict[str, Any]:
-    store = context.user_data.store
-    return view if store is None else {**view, "result": signed_result(store, view["result"])}
+def _internal(context: Any, event: Any) -> bool:
+    expected = context.user_data.internal_token
+    headers = event.headers or {}
+    header = str(headers.get("Authorization") or headers.get("authorization") or "")
+    scheme, _, value = header.partition(" ")
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), expected.encode())
+    )
 
 
 def _profile_view(context: Any, profile: ProfileRecord) -> dict[str, Any]:
     view: dict[str, Any] = profile.model_dump(mode="json")
-    store = context.user_data.store
-    if store is not None:
-        view["artifacts"] = [signed_artifact(store, a) for a in view["artifacts"]]
     return view

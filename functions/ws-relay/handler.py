@@ -2,7 +2,8 @@
 
 On start it reconciles Redis and SQL (myspinbot.jobs.repair) before applying any
 event, again whenever Redis comes back as a new process, and sweeps the inputs of
-submits that never queued, periodically.
+submits that never queued, periodically; with MYSPINBOT_RETENTION_DAYS set, it also
+deletes finished jobs older than that (myspinbot.retention).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 import redis
 
 from myspinbot.db import JobHistory
+from myspinbot.deletion import Deletion
 from myspinbot.jobs.relay import Relay
 from myspinbot.jobs.repair import RedisRestartWatch, Sweeper, reconcile
+from myspinbot.retention import DAY_S, RetentionSweeper
 from myspinbot.runtime.hosting import join, stream_only
 from myspinbot.settings import get_settings
 from myspinbot.storage import ArtifactStore
@@ -38,9 +41,15 @@ def init_context(context: Any) -> None:
     context.user_data.redis_watch = RedisRestartWatch(client, relay, settings.job_ttl_s)
     if settings.s3_endpoint:
         grace = settings.submit_orphan_grace_s
-        context.user_data.sweeper = Sweeper(
-            client, ArtifactStore.from_settings(settings), grace, every_s=min(grace, 60.0)
-        )
+        store = ArtifactStore.from_settings(settings)
+        context.user_data.sweeper = Sweeper(client, store, grace, every_s=min(grace, 60.0))
+        if settings.retention_days:
+            context.user_data.retention = RetentionSweeper(
+                client,
+                Deletion(client, history, store),
+                settings.retention_days * DAY_S,
+                every_s=settings.retention_sweep_s,
+            )
     context.user_data.capabilities = {"events": {"available": True}}
     join(context, handler)  # under Nuclio: run the stream consumer and register, here
 

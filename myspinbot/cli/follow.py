@@ -8,8 +8,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from myspinbot.cli.credentials import auth_headers
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -34,7 +36,9 @@ def follow(base_url: str, job_id: str, console: Console) -> dict[str, Any]:
         attempts = 0
         while not final:
             try:
-                with connect(ws_url(base_url), open_timeout=10) as ws:
+                with connect(
+                    ws_url(base_url), open_timeout=10, additional_headers=auth_headers()
+                ) as ws:
                     sub = {"type": "subscribe", "jobId": job_id}
                     if last_event:
                         sub["lastEventId"] = last_event
@@ -54,6 +58,8 @@ def follow(base_url: str, job_id: str, console: Console) -> dict[str, Any]:
                         if msg.get("state") in TERMINAL:
                             final = msg
                             break
+            except InvalidStatus as exc:  # refused (401: no or a bad credential): final
+                raise SystemExit(_refusal(exc)) from None
             except (ConnectionClosed, OSError) as exc:
                 attempts += 1
                 if attempts > 30:
@@ -61,3 +67,11 @@ def follow(base_url: str, job_id: str, console: Console) -> dict[str, Any]:
                 bar.update(task, description=f"reconnecting… ({exc.__class__.__name__})")
                 time.sleep(min(0.5 * attempts, 5))
     return final
+
+
+def _refusal(exc: InvalidStatus) -> str:
+    try:
+        message = json.loads(exc.response.body or b"{}").get("error")
+    except ValueError:
+        message = None
+    return f"{exc.response.status_code}: {message or 'the gateway refused the connection'}"

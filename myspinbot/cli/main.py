@@ -26,7 +26,8 @@ def cli() -> None:
     """MySpinBot: personalized talking-avatar videos, local-first.
 
     Start everything with `myspinbot up`, then open the printed URL, or use the
-    `train`, `generate`, `jobs`, `status`, `watch`, `cancel` and `retry` commands here.
+    `train`, `generate`, `jobs`, `status`, `watch`, `cancel` and `retry` commands here;
+    `jobs delete` and `profiles delete` delete for good.
     """
 
 
@@ -82,6 +83,10 @@ def up(
             f"\n[bold green]Ready.[/]  {gw}/  ·  API docs {gw}/docs  ·  "
             f"health {gw}/health  ·  metrics {gw}/metrics"
         )
+        link = platform.login_link()
+        if link:
+            # One line of its own, no markup: terminals make it clickable; it works once.
+            console.print(f"Sign in: {link}", markup=False, highlight=False, soft_wrap=True)
         if settings.base_model in (None, "tiny", "sd15-arch"):
             console.print(
                 f"[yellow]Note:[/] no real base model is configured, so training uses the "
@@ -175,7 +180,16 @@ def gateway(host: str, port: int) -> None:
 
     from gateway.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", ws_ping_interval=20)
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_ping_interval=20,
+        # A WebSocket message is a small JSON command: the JSON body limit applies.
+        ws_max_size=settings.max_json_bytes,
+    )
 
 
 @cli.group(hidden=True)
@@ -204,8 +218,12 @@ url_option = click.option(
 
 
 def _api(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    from myspinbot.cli.credentials import auth_headers
+
     try:
-        resp = httpx.request(method, url.rstrip("/") + path, timeout=60, **kwargs)
+        resp = httpx.request(
+            method, url.rstrip("/") + path, timeout=60, headers=auth_headers(), **kwargs
+        )
     except httpx.TransportError as exc:
         raise click.ClickException(
             f"cannot reach the gateway at {url} ({exc}); is `myspinbot up` running?"
@@ -344,15 +362,18 @@ def generate(
     _follow_or_print(url, job["jobId"], no_follow)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @url_option
 @click.option("--limit", default=20, show_default=True)
 @click.option("--type", "job_type", type=click.Choice(["train", "generate"]))
 @click.option(
     "--state", type=click.Choice(["queued", "running", "completed", "failed", "cancelled"])
 )
-def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
-    """List jobs, newest first."""
+@click.pass_context
+def jobs(ctx: click.Context, url: str, limit: int, job_type: str | None, state: str | None) -> None:
+    """List jobs, newest first (`myspinbot jobs delete ID` deletes one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     params = {
         "limit": limit,
         **({"type": job_type} if job_type else {}),
@@ -372,6 +393,57 @@ def jobs(url: str, limit: int, job_type: str | None, state: str | None) -> None:
         )
     console.print(table)
     console.print(f"{len(page['jobs'])} of {page['total']} jobs")
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _delete(url: str, path: str, what: str, yes: bool) -> None:
+    if not yes:
+        click.confirm(f"Delete {what} for good?", abort=True)
+    _api(url, "DELETE", path)
+    console.print(f"deleted {what}")
+
+
+@jobs.command("delete")
+@url_option
+@click.argument("job_id")
+@yes_option
+def jobs_delete(url: str, job_id: str, yes: bool) -> None:
+    """Delete a finished job: its uploaded inputs, its outputs and its records.
+
+    A queued or running job is refused: cancel it first. A training's profile stays
+    (`myspinbot profiles delete` deletes it).
+    """
+    _delete(url, f"/api/jobs/{job_id}", f"job {job_id}", yes)
+
+
+@cli.group()
+def profiles() -> None:
+    """List and delete trained profiles."""
+
+
+@profiles.command("list")
+@url_option
+def profiles_list(url: str) -> None:
+    """Trained profiles, newest first."""
+    table = Table("name", "base model", "photos")
+    table.add_column("id", no_wrap=True, min_width=32)
+    for p in _api(url, "GET", "/api/profiles")["profiles"]:
+        photos = len((p.get("metadata") or {}).get("photos") or [])
+        table.add_row(p["name"], p.get("base_model") or "", str(photos), p["id"])
+    console.print(table)
+
+
+@profiles.command("delete")
+@url_option
+@click.argument("profile_id")
+@yes_option
+def profiles_delete(url: str, profile_id: str, yes: bool) -> None:
+    """Delete a profile and everything made of the person: photos, voice clip and voice
+    profile, LoRA files, rendered portraits and videos (the jobs made with it), its model
+    in Triton, and the records."""
+    _delete(url, f"/api/profiles/{profile_id}", f"profile {profile_id}", yes)
 
 
 @cli.command()
@@ -408,6 +480,134 @@ def retry(url: str, job_id: str, no_follow: bool) -> None:
     body = _api(url, "POST", f"/api/jobs/{job_id}/retry")
     console.print(f"queued again as attempt {body['attempt']}")
     _follow_or_print(url, job_id, no_follow)
+
+
+# --- accounts (through the API: admins manage users, everyone their own tokens) -------------------
+def _when(ts: float | None) -> str:
+    import datetime
+
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+@cli.group()
+def users() -> None:
+    """Manage users (admins only): add, list, remove."""
+
+
+@users.command("init")
+@click.option(
+    "--url",
+    envvar="MYSPINBOT_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="The address people open the UI at (for the login link).",
+)
+def users_init(url: str) -> None:
+    """Create the owner (admin) account if there is no admin, and print a one-time login link.
+
+    For deployments without `myspinbot up` (Compose, Kubernetes): run it once where
+    MYSPINBOT_DATABASE_URL reaches the database. It talks to SQL directly, not to the
+    gateway. The owner's API token is printed only when the account is created.
+    """
+    from myspinbot.accounts import Accounts
+    from myspinbot.accounts.service import OWNER_NAME
+
+    settings = Settings()
+    accounts = Accounts.open(settings.sqlalchemy_url)
+    try:
+        owner = accounts.owner()
+        if owner is None:
+            owner = accounts.add_user(OWNER_NAME, "admin")
+            token = accounts.create_token(owner, "cli (users init)").token
+            console.print(f"created the owner account {owner.name!r} (admin); its API token:")
+            print(token)
+        login = accounts.create_login_token(owner, settings.login_link_ttl_s)
+    finally:
+        accounts.close()
+    print(f"Sign in: {url.rstrip('/')}/?token={login}")
+
+
+@users.command("add")
+@url_option
+@click.argument("name")
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+def users_add(url: str, name: str, role: str) -> None:
+    """Add a user; prints their first API token (shown only this once)."""
+    user = _api(url, "POST", "/api/users", json={"name": name, "role": role})
+    console.print(f"added {user['role']} [bold]{user['name']}[/] ({user['id']})")
+    console.print("Their API token (shown only now; give it to them):")
+    print(user["token"])
+
+
+@users.command("list")
+@url_option
+def users_list(url: str) -> None:
+    """List users."""
+    table = Table("name", "role", "id")
+    for u in _api(url, "GET", "/api/users")["users"]:
+        table.add_row(u["name"], u["role"], u["id"])
+    console.print(table)
+
+
+@users.command("remove")
+@url_option
+@click.argument("name")
+def users_remove(url: str, name: str) -> None:
+    """Remove a user (by name or id) and their tokens and sessions."""
+    _api(url, "DELETE", f"/api/users/{name}")
+    console.print(f"removed {name}")
+
+
+@cli.group()
+def tokens() -> None:
+    """Manage API tokens: create, list, revoke."""
+
+
+@tokens.command("create")
+@url_option
+@click.option("--name", default="api", show_default=True, help="What it is for.")
+@click.option("--expires-days", type=float, default=None, help="Expire after this many days.")
+@click.option("--user", default=None, help="Admins: create it for this user (name or id).")
+def tokens_create(url: str, name: str, expires_days: float | None, user: str | None) -> None:
+    """Create an API token; prints it once (only its hash is stored)."""
+    body: dict[str, Any] = {"name": name}
+    if expires_days is not None:
+        body["expiresInDays"] = expires_days
+    if user is not None:
+        body["user"] = user
+    made = _api(url, "POST", "/api/tokens", json=body)
+    console.print(
+        f"token [bold]{made['id']}[/] for {made['userName']}, expires {_when(made['expiresAt'])}"
+        " (shown only now):",
+        highlight=False,
+    )
+    print(made["token"])
+
+
+@tokens.command("list")
+@url_option
+@click.option("--all", "all_users", is_flag=True, help="Admins: everyone's tokens.")
+def tokens_list(url: str, all_users: bool) -> None:
+    """List API tokens (never the tokens themselves)."""
+    params = {"all": "true"} if all_users else {}
+    table = Table("id", "name", "user", "created", "expires", "state")
+    for t in _api(url, "GET", "/api/tokens", params=params)["tokens"]:
+        state = "active" if t["active"] else ("revoked" if t["revokedAt"] else "expired")
+        table.add_row(
+            t["id"], t["name"], t["userName"], _when(t["createdAt"]), _when(t["expiresAt"]), state
+        )
+    console.print(table)
+
+
+@tokens.command("revoke")
+@url_option
+@click.argument("token_id")
+def tokens_revoke(url: str, token_id: str) -> None:
+    """Revoke an API token (by the id `tokens list` shows); it stops working at once."""
+    _api(url, "DELETE", f"/api/tokens/{token_id}")
+    console.print(f"revoked {token_id}")
 
 
 def main() -> None:  # pragma: no cover - console script entry

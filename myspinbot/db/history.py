@@ -19,13 +19,16 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    Text,
     and_,
     create_engine,
+    delete,
     event,
     func,
     or_,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -34,6 +37,7 @@ from myspinbot.db.migrations import migrate
 from myspinbot.db.schema import job_events as events_table
 from myspinbot.db.schema import jobs as jobs_table
 from myspinbot.db.schema import profiles as profiles_table
+from myspinbot.db.schema import uploads as uploads_table
 from myspinbot.jobs.models import TERMINAL_STATES, Job, JobEvent, now
 
 _SQLITE_PRAGMAS = (
@@ -62,6 +66,7 @@ class ProfileRecord(BaseModel):
     trigger_token: str | None = None
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = None  # user id of who trained it
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -107,6 +112,10 @@ def _create_engine(url: str) -> Engine:
     return engine
 
 
+# Other SQL users (accounts) open their engine the same way.
+create_db_engine = _create_engine
+
+
 def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that supports ON CONFLICT; both backends spell it the same way."""
     if dialect == "postgresql":
@@ -121,10 +130,14 @@ def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
 def _upsert(
     dialect: str, table: Table, where: Callable[[Any], ColumnElement[bool]] | None = None
 ) -> postgresql.Insert | sqlite.Insert:
-    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column [WHERE where(excluded)]."""
+    """INSERT ... ON CONFLICT (pk) DO UPDATE every other column [WHERE where(excluded)].
+    A NULL owner never replaces a stored one (a snapshot of a job from before accounts,
+    still live in Redis, must not undo its adoption by the owner account)."""
     stmt = _insert(dialect, table)
     keys = [c.name for c in table.primary_key.columns]
-    updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    updates: dict[str, Any] = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys}
+    if "owner" in updates:
+        updates["owner"] = func.coalesce(stmt.excluded.owner, table.c.owner)
     condition = None if where is None else where(stmt.excluded)
     return stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=condition)
 
@@ -198,9 +211,13 @@ class JobHistory:
         offset: int = 0,
         type: str | None = None,
         state: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], int]:
-        """A page of jobs, newest first, and how many jobs match in all."""
+        """A page of jobs, newest first, and how many jobs match in all (`owner`: only
+        that user's)."""
         where: list[ColumnElement[bool]] = []
+        if owner is not None:
+            where.append(jobs_table.c.owner == owner)
         if type is not None:
             where.append(jobs_table.c.type == type)
         if state is not None:
@@ -247,13 +264,81 @@ class JobHistory:
             row = conn.execute(query).first()
         return None if row is None else ProfileRecord.model_validate(dict(row._mapping))
 
-    def list_profiles(self) -> list[ProfileRecord]:
-        """All profiles, newest first."""
+    def list_profiles(self, owner: str | None = None) -> list[ProfileRecord]:
+        """All profiles (`owner`: only that user's), newest first."""
         newest_first = (profiles_table.c.created_at.desc(), profiles_table.c.id.desc())
         query = select(profiles_table).order_by(*newest_first)
+        if owner is not None:
+            query = query.where(profiles_table.c.owner == owner)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [ProfileRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    # --- deleting (myspinbot/deletion.py) -------------------------------------------------
+
+    def jobs_mentioning(self, fragment: str) -> list[Job]:
+        """Jobs whose stored params contain `fragment` verbatim, e.g. `"profileId":"<id>"`.
+        Params are stored as compact JSON text (JSONText), so a key-value pair is a plain
+        substring on SQLite and PostgreSQL alike; ids are random, so this finds no stranger."""
+        params = type_coerce(jobs_table.c.params, Text)
+        query = select(jobs_table).where(params.contains(fragment, autoescape=True))
+        with self._engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).all()]
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> list[Job]:
+        """Finished jobs (completed, failed, cancelled) that ended before `cutoff`, oldest
+        first (a job with no end time counts from its last update)."""
+        ended = func.coalesce(jobs_table.c.finished_at, jobs_table.c.updated_at)
+        query = (
+            select(jobs_table)
+            .where(jobs_table.c.state.in_(_TERMINAL), ended < cutoff)
+            .order_by(ended)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).all()]
+
+    def uploads_owned(self, owner: str) -> list[tuple[str, str]]:
+        """(id, kind) of every upload (portrait, narration) `owner` made."""
+        query = select(uploads_table.c.id, uploads_table.c.kind).where(
+            uploads_table.c.owner == owner
+        )
+        with self._engine.connect() as conn:
+            return [(str(row.id), str(row.kind)) for row in conn.execute(query).all()]
+
+    def uploads_created(self, upload_ids: Sequence[str]) -> dict[str, float]:
+        """When each of these uploads was made, for those with a record."""
+        if not upload_ids:
+            return {}
+        query = select(uploads_table.c.id, uploads_table.c.created_at).where(
+            uploads_table.c.id.in_(list(upload_ids))
+        )
+        with self._engine.connect() as conn:
+            return {str(row.id): float(row.created_at) for row in conn.execute(query).all()}
+
+    def delete_records(
+        self,
+        job_ids: Sequence[str],
+        profile_ids: Sequence[str] = (),
+        upload_ids: Sequence[str] = (),
+    ) -> int:
+        """Remove these jobs (with their events), profiles and uploads' records in one
+        transaction; returns how many rows went."""
+        removed = 0
+        with self._engine.begin() as conn:
+            if job_ids:
+                ids = list(job_ids)
+                # Events first: they reference their job.
+                events_of = events_table.c.job_id.in_(ids)
+                removed += conn.execute(delete(events_table).where(events_of)).rowcount
+                removed += conn.execute(delete(jobs_table).where(jobs_table.c.id.in_(ids))).rowcount
+            if profile_ids:
+                where = profiles_table.c.id.in_(list(profile_ids))
+                removed += conn.execute(delete(profiles_table).where(where)).rowcount
+            if upload_ids:
+                where = uploads_table.c.id.in_(list(upload_ids))
+                removed += conn.execute(delete(uploads_table).where(where)).rowcount
+        return removed
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -59,8 +59,11 @@ jobs = Table(
     Column("started_at", Double),
     Column("finished_at", Double),
     Column("updated_at", Double, nullable=False),
+    # The user id of who submitted it (migration 4 gives older rows to the owner account).
+    Column("owner", Text),
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_state", "state"),
+    Index("ix_jobs_owner_created_at", "owner", "created_at"),
 )
 
 job_events = Table(
@@ -102,6 +105,46 @@ profiles = Table(
     Column("trigger_token", Text),
     Column("artifacts", JSONText, nullable=False),
     Column("metadata", JSONText, nullable=False),
+    # The user id of who trained it (the training job's owner).
+    Column("owner", Text),
+    Index("ix_profiles_owner", "owner"),
+)
+
+# --- accounts (issue 11): who may use the platform ------------------------------------------
+users = Table(
+    "users",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),  # 'admin' | 'member'
+    Column("created_at", Double, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    # sha256 hex of the token: the plain token is shown once and never stored.
+    Column("token_hash", Text, nullable=False, unique=True),
+    # 'api' (a Bearer token) or 'login' (a one-time link token, only exchanged for a session).
+    Column("purpose", Text, nullable=False, server_default="api"),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    Index("ix_api_tokens_user_id", "user_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # sha256 hex of the cookie's value, so a copy of the database opens no session.
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("ix_sessions_user_id", "user_id"),
 )
 
 schema_migrations = Table(
@@ -109,4 +152,17 @@ schema_migrations = Table(
     metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("applied_at", Double, nullable=False),
+)
+
+# Files uploaded on their own for later jobs (portraits, narration recordings): who
+# uploaded each, since the S3 object alone does not say. Job inputs need no row: they
+# live under the job's prefix and belong to the job's owner.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),  # 'portrait' | 'narration'
+    Column("owner", Text),
+    Column("created_at", Double, nullable=False),
+    Index("ix_uploads_owner", "owner"),
 )

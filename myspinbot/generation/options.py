@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Where an uploaded portrait is kept (re-exported: the gateway and pipeline import it here).
+from myspinbot.storage.layout import portrait_key as portrait_key
+
 Scheduler = Literal["default", "ddim", "euler", "dpm", "pndm"]
 
 
@@ -53,8 +56,3 @@ class GenerateOptions(BaseModel):
         if self.portrait_image and self.portrait != "upload":
             raise ValueError("`portraitImage` goes with portrait `upload`")
         return self
-
-
-def portrait_key(portrait_id: str) -> str:
-    """Where an uploaded portrait is kept in S3."""
-    return f"portraits/{portrait_id}"

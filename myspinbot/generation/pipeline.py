@@ -29,12 +29,13 @@ from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.generation.options import GenerateOptions, portrait_key
 from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
+from myspinbot.jobs.models import Artifact
 from myspinbot.jobs.progress import Step
 from myspinbot.runtime.lease import LeaseLost
 from myspinbot.settings import Settings
 from myspinbot.speech.models import Speech
 from myspinbot.storage import ArtifactStore
-from myspinbot.storage.links import signed_artifact
+from myspinbot.storage.layout import output_prefix, portrait_cache_key
 from myspinbot.voice.profile import VoiceProfile
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ class GenerateParams(BaseModel):
 
 # One deps type for every pipeline; the name stays for the function handlers.
 GenerateDeps = PipelineDeps
-
-
-def output_prefix(job_id: str) -> str:
-    return f"generations/{job_id}/"
 
 
 @contextlib.contextmanager
@@ -388,11 +385,6 @@ def _profile_photo(store: ArtifactStore, profile: ProfileRecord) -> tuple[bytes,
     return data, image, entry is None
 
 
-def portrait_cache_key(digest: str, size: int, upscaler: str) -> str:
-    """Where a learned upscale of one photo (by content hash) at one size is kept."""
-    return f"stage-cache/{digest}-{size}-{upscaler}.png"
-
-
 def _staged(
     run: JobRun, deps: GenerateDeps, data: bytes, square: Image.Image, size: int
 ) -> tuple[Image.Image, PortraitUpscale]:
@@ -455,7 +447,9 @@ def _render(
     subject = f"a photo of {token} person" if token else "a portrait photo of a person"
     prompt = f"{subject}, {params.stage}" if params.stage else subject
 
-    triton = TritonClient(settings.triton_url, retry_s=settings.triton_retry_s)
+    triton = TritonClient(
+        settings.triton_url, retry_s=settings.triton_retry_s, admin_key=settings.triton_admin_key
+    )
     try:
         loras = LoraModels(triton, deps.redis, max_loaded=settings.lora_models_max)
         unet, load_s = UNET, None
@@ -523,7 +517,7 @@ def _upload(
 ) -> list[dict[str, Any]]:
     png = io.BytesIO()
     portrait.save(png, "PNG")
-    artifacts: list[dict[str, Any]] = []
+    artifacts: list[Artifact] = []
     files = [
         ("speech.wav", wav.read_bytes(), "audio/wav"),
         ("stage.png", png.getvalue(), "image/png"),
@@ -534,7 +528,10 @@ def _upload(
     # The video last: a listing that shows it shows a complete set.
     for name, data, ctype in files:
         store.put_bytes(prefix + name, data, ctype)
-        artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
+        artifacts.append(Artifact(name=name, key=prefix + name, size=len(data), content_type=ctype))
     size = store.put_file(prefix + "video.mp4", video, "video/mp4")
-    artifacts.append({"name": "video.mp4", "key": prefix + "video.mp4", "size": size})
-    return [signed_artifact(store, a) for a in artifacts]
+    artifacts.append(
+        Artifact(name="video.mp4", key=prefix + "video.mp4", size=size, content_type="video/mp4")
+    )
+    # Keys, not links: the gateway signs a short-lived link whenever it shows the result.
+    return [a.stored() for a in artifacts]

@@ -91,7 +91,7 @@ if kind == "created" then
   end
   state = "queued"
   progress = 0
-  put("id", ev.jobId); put("type", ev.type); put("params", ev.params)
+  put("id", ev.jobId); put("type", ev.type); put("params", ev.params); put("owner", ev.owner)
   put("created_at", ev.createdAt or ts); put("attempt", attempt); put("progress", 0)
   put("state", state)
   job_type = ev.type

@@ -20,6 +20,7 @@ def created(job: Job) -> dict[str, Any]:
         "kind": EventKind.created.value,
         "jobId": job.id,
         "type": job.type,
+        "owner": job.owner,
         "params": job.params,
         "createdAt": job.created_at,
         "ts": time.time(),

@@ -33,7 +33,7 @@ import redis
 from myspinbot import keys
 from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.jobs import events
-from myspinbot.jobs.models import Job, JobState
+from myspinbot.jobs.models import Job, JobState, stored_result
 from myspinbot.jobs.progress import Step, StepPlan
 from myspinbot.jobs.retries import on_failure
 from myspinbot.runtime.config import ATTEMPT_HEADER, LEASE_HEADER
@@ -241,7 +241,8 @@ def _run_job(run: JobRun, fn: JobFunction, context: Any) -> dict[str, Any]:
             attempt=run.attempt,
             step=run.plan.names()[-1],
             message="Done",
-            result=result,
+            # Keys only: a signed link stored with the result would outlive its use.
+            result=stored_result(result),
         ),
         final=True,
     )

@@ -36,13 +36,43 @@ class EventKind(StrEnum):
 
 
 class Artifact(BaseModel):
+    """A stored file of a job or profile: where it is (the S3 key), never a link.
+
+    Results hold these; the gateway signs a short-lived download URL each time it hands a
+    result out (gateway/links.py). A URL stored here would outlive its purpose in Redis,
+    SQL and every copy of them, so one that arrives (an older function) is dropped.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
     name: str
     key: str
-    url: str | None = None
     size: int | None = None
     content_type: str | None = Field(None, alias="contentType")
 
-    model_config = ConfigDict(populate_by_name=True)
+    def stored(self) -> dict[str, Any]:
+        """The form results keep (JSON in Redis, SQL and events)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def stored_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`result` as it may be stored: its `artifacts` and `video` as keys, without links."""
+    if result is None:
+        return None
+    out = dict(result)
+    if isinstance(out.get("artifacts"), list):
+        out["artifacts"] = [_stored_artifact(a) for a in out["artifacts"]]
+    if isinstance(out.get("video"), dict):
+        out["video"] = _stored_artifact(out["video"])
+    return out
+
+
+def _stored_artifact(artifact: Any) -> Any:
+    if isinstance(artifact, dict) and artifact.get("name") and artifact.get("key"):
+        return Artifact.model_validate(artifact).stored()
+    if isinstance(artifact, dict):
+        return {k: v for k, v in artifact.items() if k != "url"}
+    return artifact
 
 
 def new_job_id() -> str:
@@ -66,6 +96,9 @@ class Job(BaseModel):
     message: str | None = None
     eta_seconds: float | None = Field(None, alias="etaSeconds")
     attempt: int = 1
+    # The user id of who submitted it (issue 11). None only for history from before
+    # accounts existed; the migration gives those to the owner account.
+    owner: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -87,6 +120,7 @@ class Job(BaseModel):
             "result": self.result,
             "error": self.error,
             "attempt": self.attempt,
+            "owner": self.owner,
             "createdAt": self.created_at,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,

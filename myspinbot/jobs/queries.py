@@ -22,9 +22,16 @@ class JobQueries:
         return live or self._history.get_job(job_id)
 
     def page(
-        self, limit: int, offset: int, type: str | None = None, state: str | None = None
+        self,
+        limit: int,
+        offset: int,
+        type: str | None = None,
+        state: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], int]:
-        jobs, total = self._history.list_jobs(limit=limit, offset=offset, type=type, state=state)
+        jobs, total = self._history.list_jobs(
+            limit=limit, offset=offset, type=type, state=state, owner=owner
+        )
         if not jobs:
             return jobs, total
         # SQL holds milestones only; the live progress of running jobs is in Redis.

@@ -24,14 +24,40 @@ from myspinbot.jobs import events
 from myspinbot.jobs.models import Job, JobState
 from myspinbot.lua import lua
 
-Outcome = Literal["queued", "existing", "conflict", "busy"]
+Outcome = Literal["queued", "existing", "conflict", "busy", "user_busy"]
+# Which per-user limit a refused submit met: jobs waiting to start, or unfinished jobs.
+UserLimit = Literal["queued", "active"]
 
 
 @dataclass(frozen=True)
 class Accepted:
     outcome: Outcome
     job_id: str  # the job queued now, or the one the Idempotency-Key already names
-    depth: int = 0  # backlog depth, when busy
+    depth: int = 0  # backlog depth when busy; the member's count of `limit` when user_busy
+    limit: UserLimit | None = None  # when user_busy
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    """A member's own limits (settings user_max_queued / user_max_active), checked in the
+    same atomic step that queues the job. `grace_s`: a job whose hash is gone after this
+    long is a finished one whose hash expired (the finished-job TTL)."""
+
+    user_id: str
+    max_queued: int
+    max_active: int
+    grace_s: float
+
+    def keys(self) -> list[str]:
+        return [keys.user_jobs(self.user_id)]
+
+    def args(self) -> list[Any]:
+        return [self.max_queued, self.max_active, time.time(), keys.job(""), self.grace_s]
+
+
+def _user_busy(res: list[Any], job_id: str) -> Accepted:
+    limit: UserLimit = "queued" if str(res[1]) == "queued" else "active"
+    return Accepted("user_busy", job_id, int(res[2]), limit)
 
 
 def request_hash(request: Any) -> str:
@@ -43,7 +69,7 @@ def request_hash(request: Any) -> str:
 def job_message(job: Job, first_attempt: int = 1) -> str:
     """The message on the job stream. `attempt` is the job's attempt number at its first
     delivery (above 1 for a retried job); the runtime adds its own retries to it."""
-    body = job.model_dump(mode="json", include={"id", "type", "params", "created_at"})
+    body = job.model_dump(mode="json", include={"id", "type", "owner", "params", "created_at"})
     if first_attempt > 1:
         body["attempt"] = first_attempt
     return json.dumps(body, separators=(",", ":"))
@@ -67,22 +93,43 @@ async def accept(
     fingerprint: str,
     key_ttl_s: int,
     backlog_max: int,
+    limits: UserLimits | None = None,
 ) -> Accepted:
-    script = client.register_script(lua("myspinbot.jobs", "submit.lua", "submit"))
+    """Queue `job` unless the backlog is full or its member is over a limit (`limits`;
+    None: not limited, e.g. an admin)."""
+    script = client.register_script(_script("submit"))
     _, fields = events.xadd_args(events.created(job))
     res = await script(
         keys=[
-            keys.idempotency(idempotency_key) if idempotency_key else "",
+            keys.idempotency(idempotency_key, job.owner) if idempotency_key else "",
             keys.EVENTS,
             keys.job_stream(job.type),
             keys.SUBMITS_PENDING,
+            *(limits.keys() if limits else [""]),
         ],
-        args=[job.id, fingerprint, key_ttl_s, fields["body"], job_message(job), backlog_max],
+        args=[
+            job.id,
+            fingerprint,
+            key_ttl_s,
+            fields["body"],
+            job_message(job),
+            backlog_max,
+            *(limits.args() if limits else []),
+        ],
     )
     outcome, value = str(res[0]), str(res[1])
     if outcome == "busy":
         return Accepted("busy", job.id, int(value))
+    if outcome == "user_busy":
+        return _user_busy(res, job.id)
     return Accepted(outcome, value)  # type: ignore[arg-type]
+
+
+def _script(section: str) -> str:
+    # The per-user limit functions are shared by the submit and retry sections.
+    return lua("myspinbot.jobs", "submit.lua", "user_load") + lua(
+        "myspinbot.jobs", "submit.lua", section
+    )
 
 
 class CancelError(Exception):
@@ -118,6 +165,7 @@ class DeadLetter:
     attempt: int
     function: str
     failed_at: float
+    owner: str | None = None  # the job's owner, from the job message
 
     def view(self) -> dict[str, Any]:
         return {
@@ -129,6 +177,7 @@ class DeadLetter:
             "attempt": self.attempt,
             "function": self.function,
             "failedAt": self.failed_at,
+            "owner": self.owner,
         }
 
 
@@ -147,17 +196,23 @@ def _dead_letter(stream: str, entry_id: str, fields: dict[str, str]) -> DeadLett
         attempt=int(fields.get("attempt", 0) or 0),
         function=fields.get("function", ""),
         failed_at=float(fields.get("failed_at", 0) or 0),
+        owner=body.get("owner"),
     )
 
 
-async def dead_letters(client: aioredis.Redis, limit: int) -> list[DeadLetter]:
-    """Dead letters of every job stream and of the events stream, newest first."""
+async def dead_letters(
+    client: aioredis.Redis, limit: int, owner: str | None = None
+) -> list[DeadLetter]:
+    """Dead letters of every job stream and of the events stream, newest first (`owner`:
+    only those of that user's jobs; the whole dead letter is read then, as it is short)."""
     out: list[DeadLetter] = []
     for stream in [keys.job_stream(t) for t in keys.JOB_TYPES] + [keys.EVENTS]:
         dead = keys.dead_letter(stream)
-        entries: Any = await client.xrevrange(dead, count=limit)
+        entries: Any = await client.xrevrange(dead, count=limit if owner is None else None)
         for entry_id, fields in entries:
-            out.append(_dead_letter(dead, entry_id, fields))
+            letter = _dead_letter(dead, entry_id, fields)
+            if owner is None or letter.owner == owner:
+                out.append(letter)
     out.sort(key=lambda d: d.failed_at, reverse=True)
     return out[:limit]
 
@@ -166,8 +221,17 @@ class RetryError(Exception):
     pass
 
 
-async def retry(client: aioredis.Redis, job: Job) -> int:
-    """Queue failed `job` again with its stored inputs; returns the new attempt number."""
+class UserBusy(Exception):
+    """A retry refused by the member's own limits."""
+
+    def __init__(self, refused: Accepted) -> None:
+        super().__init__(refused.limit)
+        self.refused = refused
+
+
+async def retry(client: aioredis.Redis, job: Job, limits: UserLimits | None = None) -> int:
+    """Queue failed `job` again with its stored inputs; returns the new attempt number.
+    A retry counts against the member's limits like a new job (UserBusy)."""
     if job.state != JobState.failed:
         raise RetryError(f"job {job.id} is {job.state.value}; only failed jobs can be retried")
     dead = keys.dead_letter(keys.job_stream(job.type))
@@ -179,11 +243,24 @@ async def retry(client: aioredis.Redis, job: Job) -> int:
     attempt = job.attempt + 1
     created = events.created(job)
     created.update(attempt=attempt, message=f"Retried by request (attempt {attempt})")
-    script = client.register_script(lua("myspinbot.jobs", "submit.lua", "retry"))
+    script = client.register_script(_script("retry"))
     res = await script(
-        keys=[keys.job(job.id), keys.EVENTS, keys.job_stream(job.type), dead],
-        args=[json.dumps(created, separators=(",", ":")), job_message(job, attempt), entry],
+        keys=[
+            keys.job(job.id),
+            keys.EVENTS,
+            keys.job_stream(job.type),
+            dead,
+            *(limits.keys() if limits else [""]),
+        ],
+        args=[
+            json.dumps(created, separators=(",", ":")),
+            job_message(job, attempt),
+            entry,
+            *(limits.args() if limits else []),
+        ],
     )
+    if str(res[0]) == "user_busy":
+        raise UserBusy(_user_busy(res, job.id))
     if str(res[0]) != "queued":
         raise RetryError(f"job {job.id} is {res[1]}; only failed jobs can be retried")
     return attempt

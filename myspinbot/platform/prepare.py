@@ -7,6 +7,7 @@ those modules resident for the rest of its life): it runs
 
     python -m myspinbot.platform.prepare export REPOSITORY
     python -m myspinbot.platform.prepare storage
+    python -m myspinbot.platform.prepare accounts
     python -m myspinbot.platform.prepare speech
 
 with the platform's MYSPINBOT_* environment and relays what they print (`run_step`).
@@ -109,6 +110,34 @@ def storage_step() -> None:
     JobHistory(settings.sqlalchemy_url).close()  # migrates
 
 
+def accounts_step() -> None:
+    """The owner account exists, the CLI has its token, and a login link is ready."""
+    from myspinbot.accounts.bootstrap import bootstrap
+
+    settings = Settings()
+    done = bootstrap(settings)
+    where = settings.secrets_dir.resolve() / "owner.token"
+    if done.created:
+        print(f"  accounts  created the owner account {done.owner.name!r} (admin)", flush=True)
+    if done.new_cli_token:
+        print(f"  accounts  the CLI's API token is in {where} (mode 0600)", flush=True)
+    # History from before accounts (an upgraded data directory) becomes the owner's.
+    from myspinbot.db.history import create_db_engine
+    from myspinbot.db.migrations import adopt_history
+
+    engine = create_db_engine(settings.sqlalchemy_url)
+    try:
+        adopted = adopt_history(engine)
+    finally:
+        engine.dispose()
+    if adopted:
+        print(
+            f"  accounts  {adopted} jobs, profiles and uploads from before accounts now "
+            f"belong to {done.owner.name!r}",
+            flush=True,
+        )
+
+
 def speech_step() -> None:
     """The configured speech engine and voice can be used (a Piper voice file exists and
     is a voice), checked before anything starts: a bad one stops `up` with the reason."""
@@ -129,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     export = steps.add_parser("export", help="(Re-)export the base model when stale.")
     export.add_argument("repository", type=Path)
     steps.add_parser("storage", help="Create the bucket, migrate the database.")
+    steps.add_parser("accounts", help="Create the owner account and a login link.")
     steps.add_parser("speech", help="Check the configured speech engine and voice.")
     args = parser.parse_args(argv)
     try:
         if args.step == "export":
             export_step(args.repository)
+        elif args.step == "accounts":
+            accounts_step()
         elif args.step == "speech":
             speech_step()
         else:

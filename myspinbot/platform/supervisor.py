@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import redis
 
-from myspinbot import keys
+from myspinbot import datadir, keys
 from myspinbot.netutil import free_port
 from myspinbot.platform.prepare import StepInterrupted, run_step
 from myspinbot.platform.servers import STABLE_AFTER_S, SupervisedServer
@@ -111,6 +111,8 @@ class Platform:
         self._stopping = False
         self._stop_requested = False
         self.urls: dict[str, str] = {}
+        self.login_token: str | None = None  # one-time, for the link `up` prints
+        self._s3_keys: tuple[str, str] | None = None  # the embedded S3's, once started
 
     # --- signals ----------------------------------------------------------------------------
     def handle_signals(self) -> None:
@@ -130,6 +132,9 @@ class Platform:
 
     # --- start ------------------------------------------------------------------------------
     def start(self) -> None:
+        # People's photos, voices and LoRAs, the job history and the servers' secrets
+        # live under it: no other account may enter it.
+        datadir.private_dir(self.data_dir, self.say)
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "run").mkdir(parents=True, exist_ok=True)
         if self._speech_configured():
@@ -150,10 +155,15 @@ class Platform:
         # The bucket and the schema exist before anyone writes (in a child: boto3 and
         # SQLAlchemy are not needed here afterwards).
         self._run_step(["storage"], env)
+        self._check_stop()
+        self._run_step(["accounts"], env)
+        login_file = self.data_dir / datadir.SECRETS_DIR / datadir.LOGIN_TOKEN
+        self.login_token = datadir.read_secret(login_file)
+        login_file.unlink(missing_ok=True)  # it lives on only in the printed link
         redis.Redis.from_url(redis_url).delete(keys.FUNCTIONS)  # replicas re-register
         self.urls.update(
             {
-                "redis": redis_url,
+                "redis": _hide_password(redis_url),
                 "s3": s3_endpoint,
                 "database": _hide_password(settings.sqlalchemy_url),
             }
@@ -172,27 +182,42 @@ class Platform:
             raise StartInterrupted from None
 
     def _supervise(self, name: str, server: ServerProcess, url: str) -> None:
-        self.servers.append(SupervisedServer(name, server, url, self.say))
+        # The URL is said in log lines and written to the state file: never its password.
+        self.servers.append(SupervisedServer(name, server, _hide_password(url), self.say))
+
+    def _secret(self, name: str) -> str:
+        return datadir.secret(self.data_dir, name, self.say)
 
     def _start_redis(self) -> str:
-        server = EmbeddedRedis(self.data_dir / "redis", appendfsync=self.settings.redis_appendfsync)
+        server = EmbeddedRedis(
+            self.data_dir / "redis",
+            appendfsync=self.settings.redis_appendfsync,
+            password=self._secret(datadir.REDIS_PASSWORD),
+        )
         url = server.start()
         self._supervise("redis", server, url)
         self.say(
-            f"  redis     {url} (embedded, data in {self.data_dir / 'redis'}, "
-            f"appendfsync {server.appendfsync})"
+            f"  redis     {_hide_password(url)} (embedded, data in {self.data_dir / 'redis'}, "
+            f"appendfsync {server.appendfsync}, password in {datadir.SECRETS_DIR}/)"
         )
         return url
 
     def _start_s3(self) -> str:
+        # Its own random keys, never MYSPINBOT_S3_ACCESS_KEY/SECRET_KEY (meant for an S3
+        # of your own) and so never their well-known defaults; the children get them.
+        self._s3_keys = (
+            self._secret(datadir.S3_ACCESS_KEY),
+            self._secret(datadir.S3_SECRET_KEY),
+        )
         server = EmbeddedS3(
-            self.data_dir / "s3",
-            access_key=self.settings.s3_access_key,
-            secret_key=self.settings.s3_secret_key,
+            self.data_dir / "s3", access_key=self._s3_keys[0], secret_key=self._s3_keys[1]
         )
         endpoint = server.start()
         self._supervise("s3", server, endpoint)
-        self.say(f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'})")
+        self.say(
+            f"  s3        {endpoint} (embedded, files in {self.data_dir / 's3'}, "
+            f"keys in {datadir.SECRETS_DIR}/)"
+        )
         return endpoint
 
     def _speech_configured(self) -> bool:
@@ -215,11 +240,16 @@ class Platform:
         # in a child that exits, not here.
         self._run_step(["export", str(repository)], env)
         self._check_stop()
+        admin_key = self._secret(datadir.TRITON_ADMIN_KEY)
+        env["MYSPINBOT_TRITON_ADMIN_KEY"] = admin_key
         server = EmbeddedTriton(
             repository,
             self.data_dir / "triton",
-            host=self.settings.host,
+            # Loopback whatever --host says: only this machine's functions use Triton,
+            # and its repository API (guarded by the admin key) runs the code it is sent.
+            host="127.0.0.1",
             metrics_port=self.settings.triton_metrics_port or 0,
+            admin_key=admin_key,
         )
         url = server.start()
         self._supervise("triton", server, url)
@@ -240,7 +270,32 @@ class Platform:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self._platform_secrets())
+        if self._s3_keys is not None:
+            env["MYSPINBOT_S3_ACCESS_KEY"], env["MYSPINBOT_S3_SECRET_KEY"] = self._s3_keys
         return env
+
+    def _platform_secrets(self) -> dict[str, str]:
+        """The internal and metrics tokens: given ones, else generated once into the data
+        directory (0600) and kept across restarts (Prometheus' copy stays valid)."""
+        out = {}
+        for var, given, name in (
+            ("MYSPINBOT_INTERNAL_TOKEN", self.settings.internal_token, datadir.INTERNAL_TOKEN),
+            ("MYSPINBOT_METRICS_TOKEN", self.settings.metrics_token, datadir.METRICS_TOKEN),
+        ):
+            out[var] = given.get_secret_value() if given else self._secret(name)
+        return out
+
+    def login_link(self) -> str | None:
+        """`http://HOST:PORT/?token=...`: signs a browser in once (Jupyter-style)."""
+        if not self.login_token:
+            return None
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.settings.port}/?token={self.login_token}"
 
     def _plan_functions(self, env: dict[str, str]) -> None:
         for fdir in self.function_dirs:
@@ -291,11 +346,15 @@ class Platform:
             "--port",
             str(port),
         ]
+        # /health stays degraded until every function started here has registered, so
+        # "ready" means all of them, not the ones that happened to be first.
+        names = [load_function_config(d).name for d in self.function_dirs]
+        gateway_env = {**env, "MYSPINBOT_EXPECTED_FUNCTIONS": json.dumps(names)}
         self.children.append(
             Child(
                 name="gateway",
                 argv=argv,
-                env=env,
+                env=gateway_env,
                 log_path=self.data_dir / "logs" / "gateway.log",
                 info={"port": port},
             )

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
+from typing import BinaryIO
 
 import numpy as np
 
 from myspinbot.errors import PermanentError
 from myspinbot.media.ffmpeg import FfmpegError, run_ffmpeg
 from myspinbot.speech.models import Speech
+
+# Where an uploaded recording is kept (re-exported: the gateway and pipeline import it here).
+from myspinbot.storage.layout import narration_key as narration_key
 
 # The video's AAC track is 48 kHz; a recording keeps up to that much of its quality.
 RECORDING_RATE = 48_000
@@ -33,19 +38,20 @@ class NarrationRejected(PermanentError):
         self.status = status
 
 
-def narration_key(narration_id: str) -> str:
-    """Where an uploaded narration recording is kept in S3."""
-    return f"narrations/{narration_id}"
-
-
-def decode_recording(data: bytes, filename: str, max_seconds: float) -> Speech:
-    """The recording as speech (no timings yet); NarrationRejected says what is wrong."""
+def decode_recording(data: bytes | BinaryIO, filename: str, max_seconds: float) -> Speech:
+    """The recording (bytes, or a file read from its start in chunks) as speech (no
+    timings yet); NarrationRejected says what is wrong."""
     limit = max_seconds + 1.0  # decode a little past the limit, to know it is exceeded
     with tempfile.TemporaryDirectory(prefix="myspinbot-narration-") as tmp:
         # A file, not stdin: M4A puts its index after the audio, which a pipe cannot seek to.
         path = os.path.join(tmp, "narration")
         with open(path, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data.seek(0)
+                shutil.copyfileobj(data, f)
+                data.seek(0)
         args = ["-i", path, "-map", "0:a:0", "-t", f"{limit:g}", "-ac", "1"]
         args += ["-ar", str(RECORDING_RATE), "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
         try:

@@ -68,8 +68,11 @@ class EmbeddedS3(ServerProcess):
 
     Usage::
 
-        with EmbeddedS3(data_dir / "s3") as s3:
+        with EmbeddedS3(data_dir / "s3", access_key=ak, secret_key=sk) as s3:
             store = ArtifactStore(s3.endpoint, "myspinbot", s3.access_key, s3.secret_key)
+
+    The keys have no default: a well-known pair would let anything that reaches the port
+    read everyone's photos. `myspinbot up` generates them into `<data_dir>/secrets/`.
     """
 
     def __init__(
@@ -77,8 +80,9 @@ class EmbeddedS3(ServerProcess):
         root: Path,
         host: str = "127.0.0.1",
         port: int = 0,
-        access_key: str = "myspinbot",
-        secret_key: str = "myspinbot-secret",
+        *,
+        access_key: str,
+        secret_key: str,
         log_path: Path | None = None,
     ) -> None:
         if len(access_key) < _MIN_KEY_LEN:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -85,7 +85,7 @@ class ArtifactStore:
         access_key: str,
         secret_key: str,
         region: str = "us-east-1",
-        presign_expiry_s: int = 86400,
+        presign_expiry_s: int = 900,
         public_endpoint: str | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
@@ -139,7 +139,7 @@ class ArtifactStore:
             access_key=s.s3_access_key,
             secret_key=s.s3_secret_key,
             region=s.s3_region,
-            presign_expiry_s=s.presign_expiry_s,
+            presign_expiry_s=s.link_ttl_s,
             public_endpoint=s.s3_public_endpoint,
         )
 
@@ -234,6 +234,20 @@ class ArtifactStore:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return len(data)
 
+    def put_fileobj(self, key: str, fileobj: BinaryIO, content_type: str | None = None) -> int:
+        """Store what `fileobj` holds from its current position to its end, read in chunks
+        (an upload spooled to disk is never held whole in memory), and return its size."""
+        start = fileobj.tell()
+        size = fileobj.seek(0, os.SEEK_END) - start
+        fileobj.seek(start)
+        ctype = content_type or _guess_content_type(key)
+        extra: dict[str, Any] = {"ContentType": ctype} if ctype else {}
+        with self._translate("put", key):
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=fileobj, ContentLength=size, **extra
+            )
+        return size
+
     def put_file(
         self, key: str, path: str | os.PathLike[str], content_type: str | None = None
     ) -> int:
@@ -287,11 +301,14 @@ class ArtifactStore:
         """
         if not prefix:
             raise ValueError("delete_prefix needs a non-empty prefix")
-        keys = self.list_keys(prefix)
+        return self.delete_keys(self.list_keys(prefix))
+
+    def delete_keys(self, keys: Sequence[str]) -> int:
+        """Delete exactly these keys (a missing one is no error); returns len(keys)."""
         deleted = 0
         for start in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[start : start + _DELETE_BATCH]
-            with self._translate("delete", prefix):
+            batch = list(keys[start : start + _DELETE_BATCH])
+            with self._translate("delete", batch[0]):
                 resp = self._client.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
@@ -306,6 +323,19 @@ class ArtifactStore:
                 )
             deleted += len(batch)
         return deleted
+
+    def list_modified(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, last-modified unix time) of every key starting with `prefix`."""
+        out: list[tuple[str, float]] = []
+        with self._translate("list", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                out.extend(
+                    (obj["Key"], obj["LastModified"].timestamp())
+                    for obj in page.get("Contents", [])
+                    if "Key" in obj and "LastModified" in obj
+                )
+        return out
 
     def presigned_url(self, key: str, expires_s: int | None = None) -> str:
         """A URL anyone can GET `key` with, without credentials, until it expires.

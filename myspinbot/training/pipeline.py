@@ -28,10 +28,11 @@ from myspinbot.db import ProfileRecord
 from myspinbot.errors import JobCancelled, PermanentError
 from myspinbot.jobs.deps import PipelineDeps
 from myspinbot.jobs.handler import JobRun
+from myspinbot.jobs.models import Artifact
 from myspinbot.jobs.progress import Step
 from myspinbot.settings import Settings
 from myspinbot.storage import ArtifactStore
-from myspinbot.storage.links import signed_artifact
+from myspinbot.storage.layout import profile_prefix as profile_prefix
 
 if TYPE_CHECKING:
     from myspinbot.training.dataset import PreparedDataset
@@ -63,10 +64,6 @@ class TrainParams(BaseModel):
 
 # One deps type for every pipeline; the name stays for the function handlers.
 TrainDeps = PipelineDeps
-
-
-def profile_prefix(profile_id: str) -> str:
-    return f"profiles/{profile_id}/"
 
 
 def checkpoint_prefix(job_id: str) -> str:
@@ -180,6 +177,7 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
             trigger_token=token,
             artifacts=artifacts,
             metadata=metadata,
+            owner=run.job.owner,
         )
     )
     store.delete_prefix(checkpoint_prefix(job_id))
@@ -193,7 +191,8 @@ def _run(run: JobRun, deps: TrainDeps) -> dict[str, Any]:
             "hash": model.model_hash,
             "placeholder": model.is_placeholder,
         },
-        "artifacts": [signed_artifact(store, a) for a in artifacts],
+        # Keys, not links: the gateway signs a short-lived link whenever it shows the result.
+        "artifacts": artifacts,
         "steps": result.steps,
         "finalLoss": metadata["finalLoss"],
         "lossCurve": metadata["lossCurve"],
@@ -311,14 +310,17 @@ def _export(
         placeholderModel=model.is_placeholder,
         seed=result.seed,
     )
-    artifacts: list[dict[str, Any]] = []
+    artifacts: list[Artifact] = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in (
             save_diffusers_lora(result, Path(tmp), meta),
             save_kohya_lora(result, Path(tmp), meta),
         ):
-            size = store.put_file(prefix + path.name, path, "application/octet-stream")
-            artifacts.append({"name": path.name, "key": prefix + path.name, "size": size})
+            ctype = "application/octet-stream"
+            size = store.put_file(prefix + path.name, path, ctype)
+            artifacts.append(
+                Artifact(name=path.name, key=prefix + path.name, size=size, content_type=ctype)
+            )
     meta["photos"], meta["portraitPhoto"] = save_photo_masters(dataset, prefix, store)
     portrait = io.BytesIO()
     dataset.best_portrait().image.save(portrait, "PNG")
@@ -327,13 +329,13 @@ def _export(
         ("portrait.png", portrait.getvalue(), "image/png"),
     ):
         store.put_bytes(prefix + name, data, ctype)
-        artifacts.append({"name": name, "key": prefix + name, "size": len(data)})
+        artifacts.append(Artifact(name=name, key=prefix + name, size=len(data), content_type=ctype))
     if voice:
         names = ["voice/reference.wav", "voice/profile.json"]
         names += ["voice/match.json"] if voice.get("match") else []
         for name in names:
-            artifacts.append({"name": name, "key": prefix + name, "size": None})
-    return artifacts, meta
+            artifacts.append(Artifact(name=name, key=prefix + name))
+    return [a.stored() for a in artifacts], meta
 
 
 def save_photo_masters(

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
 from myspinbot.errors import PermanentError
+from myspinbot.triton.repository import admin_headers
 
 T = TypeVar("T")
 
@@ -45,10 +46,18 @@ def host_port(url: str) -> str:
 
 
 class TritonClient:
-    def __init__(self, url: str, *, retry_s: float = 20.0, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_s: float = 20.0,
+        timeout_s: float = 300.0,
+        admin_key: str | None = None,
+    ) -> None:
         self.url = host_port(url)
         self.retry_s = retry_s
         self.timeout_s = timeout_s
+        self._admin = admin_headers(admin_key)
         self._client = self._connect()
 
     def _connect(self) -> httpclient.InferenceServerClient:
@@ -91,12 +100,16 @@ class TritonClient:
 
     def load_model(self, name: str, config: Mapping[str, Any], files: Mapping[str, bytes]) -> None:
         self._retrying(
-            lambda: self._client.load_model(name, config=json.dumps(config), files=dict(files)),
+            lambda: self._client.load_model(
+                name, headers=self._admin, config=json.dumps(config), files=dict(files)
+            ),
             f"loading {name}",
         )
 
     def unload_model(self, name: str) -> None:
-        self._retrying(lambda: self._client.unload_model(name), f"unloading {name}")
+        self._retrying(
+            lambda: self._client.unload_model(name, headers=self._admin), f"unloading {name}"
+        )
 
     # --- the retry policy -------------------------------------------------------------
     def _retrying(self, call: Callable[[], T], what: str) -> T:
@@ -107,6 +120,11 @@ class TritonClient:
                 return call()
             except (TimeoutError, OSError, InferenceServerException) as exc:
                 if isinstance(exc, InferenceServerException) and not _transient(exc):
+                    if str(exc.status() or "") == "403":
+                        raise TritonError(
+                            f"Triton refused {what}: {exc.message()} (the platform's admin "
+                            "key, MYSPINBOT_TRITON_ADMIN_KEY, is missing or wrong)"
+                        ) from exc
                     if _not_found(exc):
                         raise ModelNotLoaded(str(exc.message())) from exc
                     raise TritonError(f"Triton failed {what}: {exc.message()}") from exc

@@ -14,7 +14,6 @@ is simply loaded again on its next use.
 from __future__ import annotations
 
 import json
-import re
 import struct
 import threading
 import time
@@ -34,6 +33,7 @@ from myspinbot.errors import PermanentError
 from myspinbot.training.export import METADATA_KEY
 from myspinbot.triton import repository as repo
 from myspinbot.triton.client import TritonClient
+from myspinbot.triton.repository import lora_model_name
 
 LORA_FILE = "lora.safetensors"
 MODEL_PREFIX = repo.LORA_MODEL_PREFIX
@@ -43,10 +43,6 @@ LOAD_LOCK_S = 600
 _LOCAL_LOAD_LOCK = threading.Lock()
 # (down, up) key suffixes: diffusers' own format, and PEFT's.
 _KEY_STYLES = ((".lora.down.weight", ".lora.up.weight"), (".lora_A.weight", ".lora_B.weight"))
-
-
-def lora_model_name(profile_id: str) -> str:
-    return MODEL_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", profile_id)
 
 
 def to_triton_lora(diffusers_lora: bytes, prefix: str = "unet.") -> bytes:

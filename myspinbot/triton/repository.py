@@ -7,6 +7,7 @@ it are build outputs of `myspinbot export`, described by `myspinbot_export.json`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,24 @@ REPOSITORY_ENV = "MYSPINBOT_TRITON_REPOSITORY"
 # Per-profile LoRA UNets are loaded as models named `<prefix><profile id>` (triton/lora.py).
 # Here, not in lora.py, so the gateway can tell them apart without importing torch.
 LORA_MODEL_PREFIX = "unet-lora-"
+# The header that carries Triton's admin key (MYSPINBOT_TRITON_ADMIN_KEY): tritonserver
+# refuses its model-repository API (load, unload, index) without it
+# (`--http-restricted-api`, triton/server.py). Lower case, as gRPC metadata keys must be.
+ADMIN_KEY_HEADER = "x-myspinbot-admin-key"
+
+
+def admin_headers(admin_key: str | None) -> dict[str, str]:
+    """The headers of a model-repository request."""
+    return {ADMIN_KEY_HEADER: admin_key} if admin_key else {}
+
 
 CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton-models"
+
+
+def lora_model_name(profile_id: str) -> str:
+    """The Triton model a profile's LoRA is loaded as (here too, so deleting a profile can
+    name its model without importing torch)."""
+    return LORA_MODEL_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", profile_id)
 
 
 def default_repository(settings: Settings) -> Path:

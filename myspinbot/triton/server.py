@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -22,9 +23,23 @@ import httpx
 
 from myspinbot.netutil import free_port
 from myspinbot.serverproc import ServerProcess
-from myspinbot.triton.repository import REPOSITORY_ENV
+from myspinbot.triton.repository import ADMIN_KEY_HEADER, REPOSITORY_ENV
 
 _START_TIMEOUT_S = 300.0  # loading every model; a big UNet on a slow disk takes a while
+
+# The APIs that need the admin key. `model-repository` above all: a load with override
+# files runs the `model.py` it is sent. The others the platform never uses: shared-memory
+# regions, statistics (they name every profile's model), trace and log settings. Health,
+# metadata, model config and inference stay open to whoever reaches the port.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+
+
+def restricted_api_flag(admin_key: str) -> str:
+    """tritonserver's `--http-restricted-api=<api>,<api>:<header>=<value>` (the same
+    syntax serves `--grpc-restricted-protocol`)."""
+    if not admin_key or any(c in admin_key for c in ",:= \t\n"):
+        raise ValueError("the Triton admin key must not be empty nor hold ',', ':', '=' or spaces")
+    return f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={admin_key}"
 
 
 class TritonNotInstalled(RuntimeError):
@@ -84,7 +99,16 @@ def _prepend(first: list[str], current: str | None) -> str:
 
 class EmbeddedTriton(ServerProcess):
     """tritonserver on `repository` with explicit model control: every model in the
-    repository is loaded at start, per-profile LoRA models are loaded later by clients."""
+    repository is loaded at start, per-profile LoRA models are loaded later by clients.
+
+    It listens on loopback only unless told otherwise (`myspinbot up` never does), and its
+    model-repository API answers 403 without the `admin_key` header (RESTRICTED_APIS);
+    without an `admin_key` a random one is made, so it is never open. The key is on
+    tritonserver's command line (it reads it from nowhere else), where other accounts on
+    the same machine can see it in `ps` (unless /proc is mounted with hidepid): it keeps
+    out web pages (a cross-site request, or one through DNS rebinding, cannot know the
+    key), not other local accounts.
+    """
 
     def __init__(
         self,
@@ -94,7 +118,10 @@ class EmbeddedTriton(ServerProcess):
         host: str = "127.0.0.1",
         http_port: int = 0,
         metrics_port: int = 0,
+        admin_key: str | None = None,
     ) -> None:
+        self.admin_key = admin_key or secrets.token_urlsafe(32)
+        restricted_api_flag(self.admin_key)  # refuse a key the flag cannot carry, now
         self.repository = repository.resolve()
         self.data_dir = data_dir
         self.host = host
@@ -128,6 +155,7 @@ class EmbeddedTriton(ServerProcess):
             f"--cache-directory={root / 'caches'}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
+            f"--http-restricted-api={restricted_api_flag(self.admin_key)}",
             "--allow-grpc=false",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",

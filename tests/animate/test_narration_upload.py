@@ -11,7 +11,6 @@ not know or care which voice it is.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ import pytest
 
 from myspinbot.media.ffmpeg import run_ffmpeg
 from myspinbot.media.video import probe
-from myspinbot.storage import ArtifactStore
 from tests.animate.lipsync_support import (
     BILABIAL_TEXT,
     FPS,
@@ -144,7 +142,7 @@ def test_without_a_transcript_the_mouth_follows_loudness(
     audio, photo = tmp_path / "hello.ogg", tmp_path / "me.png"
     audio.write_bytes(ogg)
     prepared(smiling_photo()).save(photo)
-    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    env = platform.cli_env()
     args = ["generate", "--narration-audio", str(audio), "--portrait", str(photo)]
     out = subprocess.run(
         [sys.executable, "-m", "myspinbot", *args], env=env, capture_output=True, text=True,
@@ -202,7 +200,5 @@ def test_cancel_during_animation_leaves_no_video(
 
     messages = follow(platform, job_id, on_message=cancel_in_animation)
     assert sent == [202] and messages[-1]["state"] == "cancelled"
-    store = ArtifactStore(
-        platform.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret"
-    )
+    store = platform.store()
     assert store.list_keys(f"generations/{job_id}/") == []

@@ -48,6 +48,7 @@ def test_every_script_has_a_smoke_run() -> None:
         "train_lora.py",
         "triton_txt2img.py",
         "voice.py",
+        "fuzz_api.py",
     }
     scripts = {p.name for p in BENCH.glob("*.py")} - helpers
     assert scripts == smoked
@@ -124,3 +125,10 @@ def test_voice() -> None:
     out = run_bench("voice.py", "--repeat", "1")
     assert "| espeak-ng (baseline) |" in out and "| default path: flite + conversion |" in out
     assert "| piper en_US-joe-medium (Triton, CPU) |" in out
+
+
+def test_fuzz_api() -> None:
+    out = run_bench(
+        "fuzz_api.py", *("--examples", "2", "--scenarios", "2", "--steps", "3", "--no-coverage")
+    )
+    assert "4xx-unreadable" in out and "5xx: 0; unreadable 4xx: 0" in out

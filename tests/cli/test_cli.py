@@ -27,6 +27,7 @@ def cli(
     env = {**os.environ, "COLUMNS": "120"}
     if p is not None:
         env["MYSPINBOT_URL"] = p.url
+        env["MYSPINBOT_TOKEN"] = p.token
     return subprocess.run(
         [sys.executable, "-m", "myspinbot", *args],
         cwd=ROOT,

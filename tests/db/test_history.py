@@ -292,4 +292,37 @@ def test_old_databases_gain_the_event_metrics_column(tmp_path: Path) -> None:
     event = make_event(job, "1-0", 1.0).model_copy(update={"metrics": {"loss": 0.5}})
     history.record([job], [event])
     assert history.job_events(job.id)[0].metrics == {"loss": 0.5}
-    assert applied_versions(url) == [1, 2]
+    assert applied_versions(url) == [m.version for m in MIGRATIONS]
+
+
+def test_old_results_lose_their_stored_signed_links(db_url: str) -> None:
+    """Results recorded before links were signed per read held signed URLs: the
+    migration keeps their keys and drops the links, in jobs and in their events."""
+    url = "http://s3.example/b/generations/j/video.mp4?X-Amz-Signature=abc123"
+    video = {"name": "video.mp4", "key": "generations/j/video.mp4", "size": 3, "url": url}
+    old = {"video": video, "artifacts": [video], "durationSeconds": 2.0}
+    h = JobHistory(db_url)
+    job = make_job(1.0, state=JobState.completed, result=old)
+    done = make_event(job, "e1", 2.0, kind=EventKind.state, state=JobState.completed, result=old)
+    other = make_job(2.0, state=JobState.completed, result={"echo": "unchanged"})
+    h.record([job, other], [done])
+    h.close()
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # as if this database predates the step
+        conn.execute(sa.text("DELETE FROM schema_migrations WHERE version = 5"))
+    engine.dispose()
+
+    h = JobHistory(db_url)
+    try:
+        kept = {"name": "video.mp4", "key": "generations/j/video.mp4", "size": 3}
+        stored = h.get_job(job.id)
+        assert stored is not None and stored.result == {
+            "video": kept,
+            "artifacts": [kept],
+            "durationSeconds": 2.0,
+        }
+        assert h.job_events(job.id)[0].result == stored.result
+        unchanged = h.get_job(other.id)
+        assert unchanged is not None and unchanged.result == {"echo": "unchanged"}
+    finally:
+        h.close()

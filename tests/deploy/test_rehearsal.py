@@ -20,17 +20,20 @@ arguments or environment the code does not understand fails here.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import httpx
 import pytest
 
+from myspinbot.accounts import Accounts
 from myspinbot.netutil import free_port
 from myspinbot.redisserver import EmbeddedRedis
 from myspinbot.storage import ArtifactStore, EmbeddedS3
@@ -43,6 +46,7 @@ from tests.support import wait_for
 ENTRYPOINT_IN_IMAGE = "myspinbot-entrypoint"
 ENTRYPOINT = ROOT / "compose" / "entrypoint.sh"
 DEPLOYMENTS = ("ws-relay", "train", "generate", "gateway")
+AUTH: dict[str, str] = {}  # the rehearsal owner's credential, set by the `cluster` fixture
 
 
 def test_the_image_installs_the_entrypoint_the_manifests_call() -> None:
@@ -178,7 +182,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     redis_url = redis.start()
     postgres = _postgres_schema_url()
     database_url = next(postgres)
-    with EmbeddedS3(tmp / "s3") as s3:
+    with EmbeddedS3(tmp / "s3", access_key="rehearsal", secret_key=token_urlsafe(24)) as s3:
         # The bucket exists before the platform starts (the operator's step on a cluster).
         ArtifactStore(s3.endpoint, "myspinbot", s3.access_key, s3.secret_key).ensure_bucket()
         status_port, gateway_port = free_port(), free_port()
@@ -191,6 +195,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     "MYSPINBOT_S3_ENDPOINT": s3.endpoint,
                     "MYSPINBOT_S3_ACCESS_KEY": s3.access_key,
                     "MYSPINBOT_S3_SECRET_KEY": s3.secret_key,
+                    "MYSPINBOT_INTERNAL_TOKEN": secrets.token_urlsafe(32),
+                    "MYSPINBOT_METRICS_TOKEN": secrets.token_urlsafe(32),
                 }
             },
             services={"http://nuclio-status:8080": f"http://127.0.0.1:{status_port}"},
@@ -217,6 +223,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             env.update(MYSPINBOT_METRICS_PORT=str(free_port()), FUNCTION_HTTP_PORT=str(status_port))
             c.start("status", ["sh", str(ENTRYPOINT), "function", "status"], c.environ(env))
             url = f"http://127.0.0.1:{gateway_port}"
+            # The operator's step on a cluster (docs/deploy.md): the first admin and a token.
+            accounts = Accounts.open(database_url)
+            owner = accounts.add_user("owner", "admin")
+            AUTH["Authorization"] = f"Bearer {accounts.create_token(owner, 'rehearsal').token}"
+            accounts.close()
 
             def healthy() -> bool:
                 for p in c.procs:
@@ -226,7 +237,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         return False
                     # Ready once every rendered function has registered (each replica
                     # registers when its triggers run, possibly after the gateway is up).
-                    caps = httpx.get(url + "/api/capabilities", timeout=5).json()["functions"]
+                    caps = httpx.get(url + "/api/capabilities", headers=AUTH, timeout=5).json()
+                    caps = caps["functions"]
                     return {"train", "generate", "status", "ws-relay"} <= set(caps)
                 except httpx.HTTPError:
                     return False
@@ -248,7 +260,7 @@ def wait_job(url: str, job_id: str, timeout: float = 600) -> dict[str, Any]:
 
     def done() -> bool:
         nonlocal last
-        last = httpx.get(f"{url}/api/status/{job_id}", timeout=30).json()
+        last = httpx.get(f"{url}/api/status/{job_id}", headers=AUTH, timeout=30).json()
         return last.get("state") in {"completed", "failed", "cancelled"}
 
     wait_for(done, timeout=timeout, what=f"job {job_id}", interval=0.5)
@@ -257,7 +269,7 @@ def wait_job(url: str, job_id: str, timeout: float = 600) -> dict[str, Any]:
 
 def test_rendered_manifests_run_a_train_and_a_generate_job(cluster: str) -> None:
     url = cluster
-    caps = httpx.get(url + "/api/capabilities", timeout=30).json()["functions"]
+    caps = httpx.get(url + "/api/capabilities", headers=AUTH, timeout=30).json()["functions"]
     assert {"train", "generate", "status", "ws-relay"} <= set(caps)
     files: list[Any] = [("images", (n, d)) for n, d in face_photos(6)]
     files.append(("voice", ("voice.wav", voice_clip(120.0), "audio/wav")))
@@ -266,6 +278,7 @@ def test_rendered_manifests_run_a_train_and_a_generate_job(cluster: str) -> None
         url + "/api/train",
         files=files,
         data={"name": "Rehearsal", "voice_text": "Hello from the cluster", "options": options},
+        headers=AUTH,
         timeout=60,
     )
     assert resp.status_code == 202, resp.text
@@ -275,6 +288,7 @@ def test_rendered_manifests_run_a_train_and_a_generate_job(cluster: str) -> None
     resp = httpx.post(
         url + "/api/generate",
         json={"profileId": profile_id, "mode": "direct", "narration": "Hello from the cluster."},
+        headers=AUTH,
         timeout=60,
     )
     assert resp.status_code == 202, resp.text

@@ -103,7 +103,12 @@ class NuclioWorker:
         return self
 
     def call(
-        self, body: bytes, content_type: str, path: str = "/", method: str = "POST"
+        self,
+        body: bytes,
+        content_type: str,
+        path: str = "/",
+        method: str = "POST",
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         assert self.conn is not None
         event = {
@@ -111,7 +116,7 @@ class NuclioWorker:
             "content-type": content_type,
             "trigger": {"kind": "http", "name": "default-http"},
             "fields": {},
-            "headers": {"Content-Type": content_type},
+            "headers": {"Content-Type": content_type, **(headers or {})},
             "id": "e3b0c442-98fc-1c14-9afb-f4c8996fb924",
             "method": method,
             "path": path,

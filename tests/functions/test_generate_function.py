@@ -65,6 +65,8 @@ def platform(
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "train", "generate")]
     env = {
         "MYSPINBOT_TRITON_URL": own_triton.url,
+        # Its repository API (LoRA loads, the health check's index) wants this key.
+        "MYSPINBOT_TRITON_ADMIN_KEY": own_triton.admin_key,
         "MYSPINBOT_TRITON_RETRY_S": "3",
         "MYSPINBOT_OLLAMA_URL": ollama.url,
         "MYSPINBOT_VIDEO_SIZE": "256",
@@ -101,7 +103,7 @@ def finished(p: RunningPlatform, job_id: str, timeout: float = 300) -> dict[str,
 
 
 def store(p: RunningPlatform) -> ArtifactStore:
-    return ArtifactStore(p.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret")
+    return p.store()
 
 
 def artifact(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -365,7 +367,7 @@ def test_an_uploaded_portrait_is_animated(
     name, photo = face_photos(1)[0]
     path = tmp_path / name
     path.write_bytes(photo)
-    env = {**os.environ, "MYSPINBOT_URL": platform.url}
+    env = platform.cli_env()
     args = [
         "generate",
         "--profile",

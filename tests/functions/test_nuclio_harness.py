@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_urlsafe
 from types import ModuleType
 from typing import Any
 
@@ -28,11 +29,14 @@ from myspinbot.storage import EmbeddedS3
 from tests.functions.nuclio_processor import processor_config
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+S3_KEYS = ("harness", token_urlsafe(24))
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedS3(tmp_path_factory.mktemp("s3")) as s3:
+    with EmbeddedS3(
+        tmp_path_factory.mktemp("s3"), access_key=S3_KEYS[0], secret_key=S3_KEYS[1]
+    ) as s3:
         yield s3.endpoint
 
 
@@ -46,27 +50,28 @@ def env(
 ) -> Iterator[None]:
     monkeypatch.setenv("MYSPINBOT_REDIS_URL", redis_url)
     monkeypatch.setenv("MYSPINBOT_S3_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("MYSPINBOT_S3_ACCESS_KEY", S3_KEYS[0])
+    monkeypatch.setenv("MYSPINBOT_S3_SECRET_KEY", S3_KEYS[1])
     monkeypatch.setenv("MYSPINBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'h.db'}")
     get_settings.cache_clear()
     # ws-relay's init_context starts a Redis restart watch and an input sweeper, daemon
     # threads that live as long as the replica. Here the replica is this test: stop them
     # with it, or they keep running in the pytest process and "repair" (re-queue) the jobs
     # of later tests when the `r` fixture flushes Redis.
+    # The classes themselves are patched, not the module's names: load() caches the handler
+    # module, which keeps the classes it imported the first time.
     started: list[Any] = []
-    for name in ("RedisRestartWatch", "Sweeper"):
-        real = getattr(repair, name)
-        monkeypatch.setattr(
-            repair, name, type(name, (real,), {"__init__": _recorded(real, started)})
-        )
+    for cls in (repair.RedisRestartWatch, repair.Sweeper):
+        monkeypatch.setattr(cls, "__init__", _recorded(cls.__init__, started))
     yield
     for thread in started:
         thread.close()
     get_settings.cache_clear()
 
 
-def _recorded(real: type, started: list[Any]) -> Any:
+def _recorded(real_init: Any, started: list[Any]) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        real.__init__(self, *args, **kwargs)
+        real_init(self, *args, **kwargs)
         started.append(self)
 
     return __init__

@@ -37,8 +37,13 @@ def nuclio_worker(
         "MYSPINBOT_REDIS_URL": state["redis"],
         "MYSPINBOT_S3_ENDPOINT": state["s3"],
         "MYSPINBOT_DATA_DIR": str(platform.data_dir.resolve()),  # its SQLite history
+        "MYSPINBOT_INTERNAL_TOKEN": internal_token(platform),
     }
     return NuclioWorker(function_dir, work, env, pod)
+
+
+def internal_token(platform: RunningPlatform) -> str:
+    return (platform.data_dir / "secrets" / "internal.token").read_text().strip()
 
 
 def functions(platform: RunningPlatform) -> dict[str, dict[str, object]]:
@@ -99,10 +104,15 @@ def test_status_started_by_nuclio_answers_and_registers(
             what="the Nuclio status replica to register",
             timeout=60,
         )
-        resp = worker.call(b"", "", path="/jobs", method="GET")
+        auth = {"Authorization": f"Bearer {internal_token(platform)}"}
+        resp = worker.call(b"", "", path="/jobs", method="GET", headers=auth)
         assert resp["status_code"] == 200 and json.loads(resp["body"])["total"] >= 0
-        missing = worker.call(b"", "", path="/status/nope", method="GET")
+        missing = worker.call(b"", "", path="/status/nope", method="GET", headers=auth)
         assert missing["status_code"] == 404
+        # Only the platform may ask (the gateway sends the internal token).
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = worker.call(b"", "", path="/jobs", method="GET", headers=headers)
+            assert refused["status_code"] == 401, refused
         assert worker.terminate() == 0
     finally:
         worker.close()

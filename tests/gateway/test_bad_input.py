@@ -7,7 +7,7 @@ import io
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -15,6 +15,7 @@ from PIL import Image
 
 from myspinbot import keys
 from tests.support import RunningPlatform, wait_for
+from tests.voice.speakers import SPEAKERS
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,43 @@ def test_train_voice_that_is_text(platform: RunningPlatform) -> None:
     )
 
 
+def tone_wav(seconds: float = 6.0) -> bytes:
+    """A steady hum, loud and voiced, that no one would call speech."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "clip, words",
+    [
+        (lambda: wav(6.0), ["quiet.wav", "silent"]),
+        (lambda: wav(1.0), ["quiet.wav"]),  # silent and short: the first fault is named
+        (tone_wav, ["quiet.wav", "no speech could be recognised"]),
+    ],
+    ids=["silent", "silent-short", "hum"],
+)
+def test_train_voice_clip_without_speech_is_refused_at_upload(
+    platform: RunningPlatform, clip: Callable[[], bytes], words: list[str]
+) -> None:
+    files = [
+        ("images", ("a.png", png(), "image/png")),
+        ("voice", ("quiet.wav", clip(), "audio/wav")),
+    ]
+    resp = platform.post("/api/train", files=files, data={"name": "Ada"})
+    assert_readable(resp, 422, "voice clip", *words)
+
+
 @pytest.mark.parametrize(
     "options, status, words",
     [
@@ -188,6 +226,7 @@ def test_whole_request_over_the_limit_is_refused_up_front(platform: RunningPlatf
         conn.putrequest("POST", "/api/train")
         conn.putheader("Content-Type", "multipart/form-data; boundary=zz")
         conn.putheader("Content-Length", str(6 * 1024 * 1024))
+        conn.putheader("Authorization", f"Bearer {platform.token}")
         conn.endheaders()
         resp = conn.getresponse()
         status, body = resp.status, json.loads(resp.read())
@@ -231,7 +270,8 @@ def test_rejected_requests_create_no_job(platform: RunningPlatform) -> None:
 
 def test_a_valid_train_upload_is_stored_and_queued(platform: RunningPlatform) -> None:
     files = [("images", (f"p{i}.png", png(), "image/png")) for i in range(2)]
-    files.append(("voice", ("v.wav", wav(), "audio/wav")))
+    clip = SPEAKERS[0].clip()  # a real person speaking: what training accepts
+    files.append(("voice", ("v.wav", clip, "audio/wav")))
     resp = platform.post(
         "/api/train",
         files=files,
@@ -244,17 +284,14 @@ def test_a_valid_train_upload_is_stored_and_queued(platform: RunningPlatform) ->
     params = platform.get(f"/api/jobs/{job_id}").json()["params"]
     assert params["name"] == "Ada" and params["options"]["steps"] == 10
     assert len(params["images"]) == 2 and params["voice"].endswith("v.wav")
-    from myspinbot.storage import ArtifactStore
 
-    store = ArtifactStore(
-        platform.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret"
-    )
+    store = platform.store()
     assert store.get_bytes(params["images"][0]) == png()
     # Everything sent arrived, as sent: the voice and its transcript too.
     assert set(params) == {"name", "options", "images", "voice", "voiceText"}, params
     assert params["voiceText"] == "Hello"
     assert [store.get_bytes(key) for key in params["images"]] == [png(), png()]
-    assert store.get_bytes(params["voice"]) == wav()
+    assert store.get_bytes(params["voice"]) == clip
 
 
 def test_openapi_docs_are_served(platform: RunningPlatform) -> None:

@@ -97,7 +97,7 @@ def test_fp16_export_is_checked_and_served_with_a_lora(
     base_path = exported.base.path_or_id
     lora = loras[0]
     with EmbeddedTriton(repo, tmp_path / "triton") as server:
-        client = TritonClient(server.url)
+        client = TritonClient(server.url, admin_key=server.admin_key)
         try:
             model = LoraModels(client, None, max_loaded=2).ensure(
                 "fp16-profile", lambda: (lora / "pytorch_lora_weights.safetensors").read_bytes()

@@ -30,7 +30,7 @@ TOLERANCE = 1e-3  # max abs pixel difference, pixels in [0, 1] (the issue's boun
 def _render(
     triton: EmbeddedTriton, exported: Exported, options: Txt2ImgOptions, unet: str = "unet"
 ) -> np.ndarray:
-    client = TritonClient(triton.url)
+    client = TritonClient(triton.url, admin_key=triton.admin_key)
     try:
         pipe = TritonTxt2Img(BaseModelConfig(exported.base.path_or_id), client)
         return pipe(PROMPT, options, unet_model=unet)
@@ -108,7 +108,7 @@ def test_profile_lora_is_used_without_a_restart_and_profiles_do_not_mix(
 
     r = redis.Redis.from_url(redis_url)
     r.delete("myspinbot:triton:lora-lru")
-    client = TritonClient(triton.url)
+    client = TritonClient(triton.url, admin_key=triton.admin_key)
     manager = LoraModels(client, r, max_loaded=4)
     files = {
         n: (lora / "pytorch_lora_weights.safetensors").read_bytes()

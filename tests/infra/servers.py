@@ -191,8 +191,10 @@ def _triton_env(root: Path) -> dict[str, str]:
     return env
 
 
-def scrape(target: str, path: str = "/metrics") -> str:
+def scrape(target: str, path: str = "/metrics", headers: dict[str, str] | None = None) -> str:
     text = wait_for(
-        lambda: httpx.get(f"http://{target}{path}", timeout=10).text, 30, f"{target}{path}"
+        lambda: httpx.get(f"http://{target}{path}", headers=headers, timeout=10).text,
+        30,
+        f"{target}{path}",
     )
     return str(text)

@@ -330,11 +330,20 @@ def test_volumes_are_named_and_bind_mounts_exist() -> None:
     assert used == declared, f"declared but unused: {declared - used}"
 
 
+# Triton is alone on its own network with the services that talk to it (issue 11).
+TRITON_NETWORK = {
+    "triton": ["triton"],
+    "generate": ["internal", "triton"],
+    "prometheus": ["internal", "triton"],
+}
+
+
 def test_one_internal_network_and_only_traefik_publishes_ports() -> None:
     doc = compose()
-    assert list(doc["networks"]) == ["internal"]
+    assert list(doc["networks"]) == ["internal", "triton"]
+    assert doc["networks"]["triton"]["internal"] is True  # no route out of it
     for name, svc in doc["services"].items():
-        assert svc.get("networks") == ["internal"], name
+        assert svc.get("networks") == TRITON_NETWORK.get(name, ["internal"]), name
         if name != "traefik":
             assert "ports" not in svc, f"{name} publishes ports; route it through Traefik"
 
@@ -346,7 +355,7 @@ def _variables(text: str) -> dict[str, str]:
 
 
 # provision_secrets.sh's files that compose mounts (tests/infra/test_secrets.py runs it).
-SECRETS_FILES = {"wildcard.crt", "wildcard.key", "htpasswd", "redis.conf"}
+SECRETS_FILES = {"wildcard.crt", "wildcard.key", "htpasswd", "redis.conf", "metrics.token"}
 
 
 def test_every_variable_is_in_env_example_or_generated() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
 from myspinbot.netutil import free_port
 from tests.infra.servers import Prometheus, Triton, scrape, start_redis_exporter
@@ -60,10 +59,11 @@ class Stack:
 
 
 def local_config(
-    committed: dict[str, Any], targets: dict[str, list[str]]
+    committed: dict[str, Any], targets: dict[str, list[str]], metrics_token: str
 ) -> tuple[dict[str, Any], set[str]]:
-    """The committed config with each job's targets replaced by local ones; jobs
-    are otherwise unchanged (name, path, scheme). Scrapes every second."""
+    """The committed config with each job's targets replaced by local ones and the
+    gateway's token file by the local platform's; jobs are otherwise unchanged (name,
+    path, scheme, authorization). Scrapes every second."""
     config = copy.deepcopy(committed)
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     kept, dropped = [], set()
@@ -75,6 +75,8 @@ def local_config(
         for key in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
             del job[key]
         job["static_configs"] = [{"targets": targets[name]}]
+        if "credentials_file" in job.get("authorization", {}):
+            job["authorization"]["credentials_file"] = metrics_token
         kept.append(job)
     config["scrape_configs"] = kept
     return config, dropped
@@ -84,8 +86,7 @@ def run_a_job(platform: RunningPlatform) -> dict[str, Any]:
     """A generate job, followed over the WebSocket to its end, then listed (which
     goes through the status function's http trigger)."""
     job_id = platform.submit()
-    ws_url = platform.url.replace("http://", "ws://") + f"/ws?jobId={job_id}"
-    with connect(ws_url, open_timeout=30) as ws:
+    with platform.ws(f"?jobId={job_id}", open_timeout=30) as ws:
         for _ in range(1000):
             try:
                 msg = json.loads(ws.recv(timeout=60))
@@ -128,7 +129,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 targets.setdefault(child["function"], []).append(
                     f"127.0.0.1:{child['metricsPort']}"
                 )
-        config, dropped = local_config(load_yaml(PROMETHEUS_YML), targets)
+        token_file = str(platform.data_dir / "secrets" / "metrics.token")
+        config, dropped = local_config(load_yaml(PROMETHEUS_YML), targets, token_file)
         prometheus = Prometheus(work / "prometheus", config, prometheus_port)
         cleanup.callback(prometheus.stop)
         prometheus.start()
@@ -194,9 +196,12 @@ def test_every_dashboard_metric_is_exported(stack: Stack) -> None:
     exported = stack.prometheus.metric_names()
     # Families an exporter declares but has no sample of yet (e.g. retries when
     # nothing was retried) are real names too.
-    for targets in stack.targets.values():
+    for job, targets in stack.targets.items():
+        headers = {"Authorization": f"Bearer {stack.platform.metrics_token}"}
         for target in targets:
-            exported |= exposition_names(scrape(target))
+            exported |= exposition_names(
+                scrape(target, headers=headers if job == "gateway" else None)
+            )
     documented = static_exporters()
     assert {spec["job"] for spec in documented.values()} == set(NOT_HERE)
     missing = []
@@ -213,5 +218,9 @@ def test_platform_metrics_are_per_function(stack: Stack) -> None:
     result = stack.prometheus.query("sum by (function) (myspinbot_function_invocations_total)")
     functions = {r["metric"].get("function") for r in result}
     assert {"ws-relay", "status"} <= functions, functions
-    gateway = httpx.get(stack.platform.url + "/metrics", timeout=10).text
+    gateway = stack.platform.metrics()
     assert "myspinbot_jobs_total" in gateway
+    # Without the token (or with a user's API token) the gateway gives nothing away.
+    for headers in ({}, stack.platform.headers):
+        refused = httpx.get(stack.platform.url + "/metrics", headers=headers, timeout=10)
+        assert refused.status_code == 401 and "myspinbot_" not in refused.text

@@ -144,6 +144,12 @@ def test_it_generates_every_stack_password_privately(secrets: Path) -> None:
     conf = (secrets / "redis.conf").read_text().splitlines()
     assert f"requirepass {values['REDIS_PASSWORD']}" in conf
     assert (secrets / "redis.conf").stat().st_mode & 0o777 == 0o644
+    # The platform's own credentials (docs/security.md); Prometheus reads its copy of the
+    # gateway's scrape token from a file.
+    assert {"MYSPINBOT_INTERNAL_TOKEN", "MYSPINBOT_METRICS_TOKEN"} <= set(values)
+    token = (secrets / "metrics.token").read_text().strip()
+    assert token == values["MYSPINBOT_METRICS_TOKEN"]
+    assert (secrets / "metrics.token").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_rerun_keeps_the_stack_passwords_and_regenerates_only_a_removed_one(

@@ -14,20 +14,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
+from myspinbot.netutil import free_port
 from myspinbot.triton import repository as repo
+from myspinbot.triton.repository import ADMIN_KEY_HEADER
+from myspinbot.triton.server import (
+    RESTRICTED_APIS,
+    backend_directory,
+    pytriton_root,
+    triton_env,
+)
 from tests.infra.support import (
     COMPOSE,
     PROMETHEUS_YML,
     ROOT,
     VOLUME,
+    Process,
     compose,
     dashboards,
+    generated_env,
     load_yaml,
     metric_names,
     panels,
+    render_compose,
     run,
+    stack_env,
 )
 
 PLATFORM_DOCKERFILE = ROOT / "compose" / "Dockerfile"
@@ -339,3 +354,68 @@ def test_export_needs_the_repository_path(export_env: dict[str, Any]) -> None:
     code, _, err = run_export(env)
     assert code != 0
     assert "MYSPINBOT_TRITON_REPOSITORY" in err
+
+
+# --- the model-repository API wants the admin key (issue 11) -------------------------------
+def _restriction() -> tuple[dict[str, str], str]:
+    """The rendered triton command's flags, and the key provision_secrets.sh generated."""
+    project = render_compose(stack_env())
+    return flags(project["services"]["triton"]["command"]), generated_env()["TRITON_ADMIN_KEY"]
+
+
+def test_triton_restricts_its_repository_api_to_the_key_generate_sends() -> None:
+    args, key = _restriction()
+    expected = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={key}"
+    assert args["http-restricted-api"] == expected
+    assert args["grpc-restricted-protocol"] == expected
+    generate = render_compose(stack_env())["services"]["generate"]
+    assert generate["environment"]["MYSPINBOT_TRITON_ADMIN_KEY"] == key
+
+
+def test_the_real_tritonserver_refuses_a_load_without_the_compose_key(tmp_path: Path) -> None:
+    """The flags exactly as compose passes them, on the tritonserver of the nvidia-pytriton
+    wheel (Triton 2.51.0, the image's version): HTTP and gRPC both refuse the repository
+    API without the key and serve it with the key."""
+    args, key = _restriction()
+    root = pytriton_root()
+    (tmp_path / "models").mkdir()
+    http_port, grpc_port = free_port(), free_port()
+    server = Process(
+        "tritonserver",
+        [
+            str(root / "bin" / "tritonserver"),
+            f"--model-repository={tmp_path / 'models'}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={backend_directory(root, tmp_path / 'backends')}",
+            f"--http-port={http_port}",
+            f"--grpc-port={grpc_port}",
+            "--allow-metrics=false",
+            f"--http-restricted-api={args['http-restricted-api']}",
+            f"--grpc-restricted-protocol={args['grpc-restricted-protocol']}",
+        ],
+        tmp_path / "triton.log",
+        env=triton_env(root, tmp_path / "models"),
+    )
+    try:
+        http = f"http://127.0.0.1:{http_port}"
+        server.wait_http(http + "/v2/health/ready", timeout=120)
+        load = http + "/v2/repository/models/anything/load"
+        assert httpx.post(load, json={}).status_code == 403
+        assert httpx.post(load, json={}, headers={ADMIN_KEY_HEADER: "guess"}).status_code == 403
+        index = http + "/v2/repository/index"
+        assert httpx.post(index, json={}, headers={ADMIN_KEY_HEADER: key}).status_code == 200
+
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            with pytest.raises(InferenceServerException, match="restricted"):
+                grpc.get_model_repository_index()
+            with pytest.raises(InferenceServerException, match="restricted"):
+                grpc.load_model("anything")
+            # Over gRPC Triton reads the key from `triton-grpc-protocol-<header>` metadata.
+            granted = {f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": key}
+            index_reply = grpc.get_model_repository_index(headers=granted)
+            assert list(index_reply.models) == []
+        finally:
+            grpc.close()
+    finally:
+        server.stop()

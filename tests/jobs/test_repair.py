@@ -123,7 +123,7 @@ def test_sweeper_deletes_inputs_of_submits_that_never_queued(
 
 
 def test_redis_coming_back_empty_is_repaired_from_sql(r: redis.Redis, relay: Relay) -> None:
-    job = Job(type="generate", params={"narration": "kept"})
+    job = Job(type="generate", owner="alice", params={"narration": "kept"})
     for ev in (events.created(job), events.state(job.id, JobState.running)):
         r.xadd(*events.xadd_args(ev))
     apply_all(r, relay)
@@ -137,6 +137,7 @@ def test_redis_coming_back_empty_is_repaired_from_sql(r: redis.Redis, relay: Rel
     apply_all(r, relay)
     live = r.hgetall(keys.job(job.id))
     assert live["state"] == "queued" and live["attempt"] == "2"
-    assert [(m["id"], m["params"]) for m in queued_messages(r, "generate")] == [
-        (job.id, {"narration": "kept"})
+    assert live["owner"] == "alice"  # still hers: ownership survives the repair
+    assert [(m["id"], m["params"], m["owner"]) for m in queued_messages(r, "generate")] == [
+        (job.id, {"narration": "kept"}, "alice")
     ]

@@ -171,11 +171,13 @@ def test_from_settings() -> None:
     with pytest.raises(RuntimeError, match="MYSPINBOT_S3_ENDPOINT"):
         ArtifactStore.from_settings(Settings(s3_endpoint=None))
     st = ArtifactStore.from_settings(
-        Settings(s3_endpoint="http://127.0.0.1:9/", s3_bucket="arts", presign_expiry_s=60)
+        Settings(s3_endpoint="http://127.0.0.1:9/", s3_bucket="arts", link_ttl_s=60)
     )
     assert st.endpoint == "http://127.0.0.1:9"
     assert st.bucket == "arts"
     assert st.presign_expiry_s == 60
+    # Links live 15 minutes unless configured otherwise.
+    assert ArtifactStore.from_settings(Settings(s3_endpoint="http://x:9")).presign_expiry_s == 900
 
 
 def test_embedded_restart_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
@@ -206,7 +208,7 @@ def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        server = EmbeddedS3(tmp_path / "root", port=port)
+        server = EmbeddedS3(tmp_path / "root", port=port, access_key=ACCESS, secret_key=SECRET)
         with pytest.raises(RuntimeError, match="address already in use"):
             server.start()
         assert not server.running
@@ -214,7 +216,7 @@ def test_embedded_start_failure_reports_log(tmp_path: Path) -> None:
 
 def test_embedded_rejects_short_access_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3"):
-        EmbeddedS3(tmp_path / "root", access_key="ak")
+        EmbeddedS3(tmp_path / "root", access_key="ak", secret_key=SECRET)
 
 
 def test_links_are_signed_for_the_public_endpoint(s3: EmbeddedS3) -> None:
@@ -244,3 +246,17 @@ def test_stored_results_get_links_signed_when_read(store: ArtifactStore) -> None
         assert resp.status_code == 200 and resp.content == b"video bytes"
     assert result["video"]["url"] == expired  # the stored result is left as it was
     assert signed_result(store, None) is None
+
+
+def test_put_fileobj_streams_from_the_current_position(store: ArtifactStore) -> None:
+    """An upload spooled to disk is stored from the file, not read whole first."""
+    import tempfile
+
+    with tempfile.SpooledTemporaryFile(max_size=1024) as spool:
+        spool.write(b"skip" + os.urandom(3 * 1024 * 1024))
+        spool.seek(4)
+        assert store.put_fileobj("spooled/big.bin", spool, "application/octet-stream") == (
+            3 * 1024 * 1024
+        )
+        spool.seek(4)
+        assert store.get_bytes("spooled/big.bin") == spool.read()

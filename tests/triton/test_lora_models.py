@@ -42,7 +42,7 @@ def test_least_recently_used_profile_is_unloaded_and_comes_back(
 ) -> None:
     r = redis.Redis.from_url(redis_url)
     r.delete("myspinbot:triton:lora-lru")
-    client = TritonClient(triton.url)
+    client = TritonClient(triton.url, admin_key=triton.admin_key)
     try:
         manager = LoraModels(client, r, max_loaded=1)
         first = manager.ensure("lru-a", lambda: _file(loras[0]))
@@ -72,7 +72,7 @@ def test_jobs_asking_for_one_profile_at_once_load_it_once(
     fetches: list[str] = []
 
     def ensure(job: str) -> LoraModel:
-        client = TritonClient(triton.url)
+        client = TritonClient(triton.url, admin_key=triton.admin_key)
         try:
             manager = LoraModels(client, r, max_loaded=4)
             return manager.ensure("together", lambda: fetches.append(job) or _file(loras[0]))
@@ -83,7 +83,7 @@ def test_jobs_asking_for_one_profile_at_once_load_it_once(
         models = list(pool.map(ensure, ["job-1", "job-2"]))
     assert len(fetches) == 1, fetches
     assert sorted(m.load_seconds is None for m in models) == [False, True]
-    client = TritonClient(triton.url)
+    client = TritonClient(triton.url, admin_key=triton.admin_key)
     try:
         client.unload_model(lora_model_name("together"))
     finally:

@@ -1,7 +1,7 @@
-"""The web UI in a real browser against the real platform: train a profile, make a
-video (also from a portrait of one's own), cancel, see the server's errors next to the
-fields, survive a dropped WebSocket. Screenshots of each step land in
-test-artifacts/ui/<test>/."""
+"""The web UI in a real browser against the real platform, signed in with the one-time
+link: train a profile, make a video (also from a portrait of one's own), cancel, see
+the server's errors next to the fields, survive a dropped WebSocket. Screenshots of
+each step land in test-artifacts/ui/<test>/."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from playwright.sync_api import Locator, Page, Route, WebSocket, WebSocketRoute,
 
 from tests.media_fixtures import face_photos, voice_clip
 from tests.support import RunningPlatform, wait_for
-from tests.ui.conftest import Watch, as_file
+from tests.ui.conftest import Watch, as_file, sign_in
 
 MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 TRAIN_SUBMIT = "#train-form button[type=submit]"
@@ -75,7 +75,7 @@ def settled(page: Page, form: str) -> None:
 def open_ui(w: Watch, platform: RunningPlatform) -> Page:
     page = w.page
     page.add_init_script(FETCH_LOG)
-    page.goto(platform.url + "/")
+    sign_in(w, platform)
     expect(page.locator("#live")).to_have_attribute("data-live", "open")
     expect(page.locator('#status .pill[data-component="gateway"]')).to_have_attribute(
         "data-status", "ok"

@@ -1,5 +1,6 @@
 // The live job list. It is built from GET /api/jobs and kept current by the
 // WebSocket (no polling): every message updates one job and re-renders its row.
+// A finished job can be deleted (DELETE /api/jobs/{id}: its inputs and outputs go).
 
 import { api } from './api.js';
 import { lossChart } from './chart.js';
@@ -11,6 +12,7 @@ const STEPS = {
   train: ['prepare', 'voice', 'load', 'encode', 'train', 'export'],
   generate: ['script', 'speech', 'stage', 'animate', 'finish'],
 };
+const LIST_LIMIT = 50;
 const TYPE_TITLES = { train: 'Training', generate: 'Video' };
 const LORA_FILES = {
   'pytorch_lora_weights.safetensors': 'LoRA (diffusers)',
@@ -33,7 +35,7 @@ export class Jobs {
   async load() {
     let page;
     try {
-      page = await api.jobs();
+      page = await api.jobs(LIST_LIMIT);
     } catch (err) {
       this.empty.hidden = false;
       this.empty.textContent = `Could not load the jobs: ${err.message}`;
@@ -158,6 +160,47 @@ export class Jobs {
     this.render(job);
   }
 
+  async remove(job, button) {
+    const what = [TYPE_TITLES[job.type] || 'Job', job.label || job.result?.name].filter(Boolean).join(' · ');
+    if (!window.confirm(`Delete the job “${what}” with its inputs and results?`)) return;
+    button.disabled = true;
+    try {
+      await api.deleteJob(job.jobId);
+    } catch (err) {
+      job.note = `Could not delete the job: ${err.message}`;
+      button.disabled = false;
+      this.render(job);
+      return;
+    }
+    this.drop(job.jobId);
+  }
+
+  drop(jobId) {
+    this.socket.forget(jobId);
+    this.jobs.delete(jobId);
+    this.rows.get(jobId)?.el.remove();
+    this.rows.delete(jobId);
+    this.empty.hidden = this.jobs.size > 0;
+  }
+
+  // Drop the finished jobs the server no longer has (deleting a profile deletes the jobs
+  // made with it). A job older than the listed page may still exist: it stays.
+  async prune() {
+    let page;
+    try {
+      page = await api.jobs(LIST_LIMIT);
+    } catch {
+      return; // the rows stay until the next load; nothing is lost
+    }
+    const listed = new Set(page.jobs.map((v) => v.jobId));
+    const complete = page.jobs.length < LIST_LIMIT;
+    const oldest = Math.min(...page.jobs.map((v) => v.createdAt || Infinity));
+    for (const job of [...this.jobs.values()]) {
+      if (listed.has(job.jobId) || !TERMINAL.has(job.state)) continue;
+      if (complete || (job.createdAt && job.createdAt >= oldest)) this.drop(job.jobId);
+    }
+  }
+
   tick() {
     for (const [jobId, job] of this.jobs) {
       if (ACTIVE.has(job.state)) this.rows.get(jobId)?.setTimes(job);
@@ -181,6 +224,8 @@ export class Jobs {
     const state = h('span', { class: 'state' });
     const cancel = h('button', { type: 'button', class: 'cancel', text: 'Cancel' });
     cancel.addEventListener('click', () => this.cancel(this.jobs.get(job.jobId), cancel));
+    const remove = h('button', { type: 'button', class: 'delete', text: 'Delete' });
+    remove.addEventListener('click', () => this.remove(this.jobs.get(job.jobId), remove));
     const steps = h('ol', { class: 'steps' });
     const bar = h('progress', { max: '100', value: '0' });
     const pct = h('span', { class: 'pct' });
@@ -195,7 +240,7 @@ export class Jobs {
     const el = h(
       'li',
       { class: 'job', dataset: { jobId: job.jobId } },
-      h('div', { class: 'job-head' }, title, state, cancel),
+      h('div', { class: 'job-head' }, title, state, cancel, remove),
       steps,
       h('div', { class: 'bar' }, bar, pct),
       h('p', { class: 'job-step' }, stepName, message),
@@ -230,6 +275,9 @@ export class Jobs {
       state.textContent = j.state;
       state.dataset.state = j.state;
       cancel.hidden = !ACTIVE.has(j.state);
+      // Only a finished job: a running one is cancelled first.
+      remove.setAttribute('aria-label', `Delete ${title.textContent}`);
+      remove.hidden = !TERMINAL.has(j.state);
 
       const order = STEPS[j.type] || [];
       steps.replaceChildren(

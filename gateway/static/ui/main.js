@@ -1,56 +1,20 @@
-// Wires the page together: one live connection, the job list, the profiles and
-// the two forms.
+// The page's entry point: first who is using it (a session, a sign-in link or the
+// sign-in form), then the page itself.
 
-import { api } from './api.js';
-import { setupGenerate } from './generate.js';
-import { Jobs } from './jobs.js';
-import { Profiles } from './profiles.js';
-import { startStatus } from './status.js';
-import { setupTrain } from './train.js';
-import { JobSocket } from './ws.js';
+import { startApp } from './app.js';
+import { showAccount, signIn, watchSession } from './session.js';
 
 const $ = (sel) => document.querySelector(sel);
-const live = $('#live');
-const LIVE_TEXT = {
-  connecting: 'connecting…',
-  open: 'live',
-  closed: 'connection lost; retrying…',
-  reconnecting: 'reconnecting…',
-};
 
-const socket = new JobSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, {
-  onMessage: (msg) => jobs.onMessage(msg),
-  onState: (state, { resumed } = {}) => {
-    live.dataset.live = state;
-    live.textContent = LIVE_TEXT[state];
-    if (state === 'open' && resumed) {
-      // Back after a drop: pick up jobs started meanwhile and re-check the platform.
-      jobs.load();
-      profiles.load();
-      status.refresh();
-    }
-  },
+watchSession();
+const user = await signIn({
+  pending: $('#signing-in'),
+  login: $('#login'),
+  reason: $('#login-reason'),
+  form: $('#login-form'),
 });
-
-const jobs = new Jobs($('#jobs'), $('#jobs-empty'), socket, { onTrained: () => profiles.load() });
-const generate = setupGenerate($('#generate-form'), $('#generate-unavailable'), {
-  onSubmitted: (jobId, profileName) => jobs.add(jobId, 'generate', profileName),
-});
-const profiles = new Profiles($('#profiles'), $('#profiles-empty'), {
-  onChange: (list) => generate.setProfiles(list),
-  onUse: (profile) => generate.choose(profile),
-});
-setupTrain($('#train-form'), { onSubmitted: (jobId, name) => jobs.add(jobId, 'train', name) });
-
-async function refreshCapabilities() {
-  try {
-    generate.setCapabilities(await api.capabilities());
-  } catch {
-    generate.setCapabilities(null);
-  }
-}
-
-const status = startStatus($('#status'), $('#notices'), { onHealth: refreshCapabilities });
-jobs.load();
-profiles.load();
-socket.connect();
+showAccount(
+  { account: $('#account'), name: $('#me-name'), button: $('#sign-out'), error: $('#sign-out-error') },
+  user,
+);
+startApp();

@@ -1,4 +1,6 @@
-// Trained profiles (GET /api/profiles): portrait, base model, date, LoRA downloads.
+// Trained profiles (GET /api/profiles): portrait, base model, date, LoRA downloads,
+// and deleting one (DELETE /api/profiles/{id}: the person's photos, voice, LoRA and
+// portraits are removed for good).
 
 import { api } from './api.js';
 import { downloadLink, fmtBytes, fmtDate, h } from './dom.js';
@@ -10,11 +12,12 @@ const DOWNLOADS = [
 ];
 
 export class Profiles {
-  constructor(list, empty, { onChange = () => {}, onUse = () => {} } = {}) {
+  constructor(list, empty, { onChange = () => {}, onUse = () => {}, onDeleted = () => {} } = {}) {
     this.list = list;
     this.empty = empty;
     this.onChange = onChange;
     this.onUse = onUse;
+    this.onDeleted = onDeleted;
     this.loading = null;
     this.stale = false;
   }
@@ -56,6 +59,14 @@ export class Profiles {
   row(p) {
     const thumb = h('div', { class: 'thumb' });
     const links = h('p', { class: 'downloads' });
+    const error = h('p', { class: 'field-error', role: 'alert' });
+    const remove = h('button', {
+      type: 'button',
+      class: 'delete',
+      text: 'Delete',
+      'aria-label': `Delete profile ${p.name}`,
+    });
+    remove.addEventListener('click', () => this.remove(p, remove, error));
     const placeholder = p.metadata && p.metadata.placeholderModel ? ' (placeholder weights)' : '';
     const el = h(
       'li',
@@ -68,11 +79,35 @@ export class Profiles {
         h('p', { class: 'hint', text: `${p.base_model || 'unknown base model'}${placeholder}` }),
         h('p', { class: 'hint', text: `${fmtDate(p.created_at)} · trigger “${p.trigger_token || ''}”` }),
         links,
-        h('button', { type: 'button', class: 'use', text: 'Make a video', onclick: () => this.onUse(p) }),
+        h(
+          'div',
+          { class: 'actions' },
+          h('button', { type: 'button', class: 'use', text: 'Make a video', onclick: () => this.onUse(p) }),
+          remove,
+        ),
+        error,
       ),
     );
     this.fill(p, thumb, links);
     return el;
+  }
+
+  async remove(p, button, error) {
+    const question =
+      `Delete the profile “${p.name}”? Its photos, voice clip, LoRA files and rendered ` +
+      'portraits are removed for good, and so are its training job and every video made with it.';
+    if (!window.confirm(question)) return;
+    button.disabled = true;
+    error.textContent = '';
+    try {
+      await api.deleteProfile(p.id);
+    } catch (err) {
+      error.textContent = `Could not delete the profile: ${err.message}`;
+      button.disabled = false;
+      return;
+    }
+    this.onDeleted(p);
+    await this.load();
   }
 
   async fill(p, thumb, links) {

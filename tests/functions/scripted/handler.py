@@ -6,6 +6,8 @@ free text; `options` is validated strictly):
 
 `hold` sleeps without reporting progress (to test stream ownership). Each run
 is recorded in the Redis list `test:runs:<job id>` as "start|end <pid> <attempt> <time>".
+A train job records a profile as the real trainer does (id = job id, owner = the job's
+owner, its first photo as an artifact), without training anything.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import os
 import time
 from typing import Any
 
+from myspinbot.db import JobHistory, ProfileRecord
 from myspinbot.jobs.handler import JobRun, job_handler, setup
 from myspinbot.jobs.progress import Step
 from myspinbot.runtime.hosting import join
+from myspinbot.settings import get_settings
 
 
 def init_context(context: Any) -> None:
@@ -26,6 +30,7 @@ def init_context(context: Any) -> None:
         "generate": {"available": True, "modes": ["direct"]},
         "train": {"available": True},
     }
+    context.user_data.history = JobHistory(get_settings().sqlalchemy_url)
     join(context, handler)  # under Nuclio: run the stream consumers and register, here
 
 
@@ -53,9 +58,24 @@ def handler(run: JobRun) -> dict[str, Any]:
     for i in range(steps):
         time.sleep(float(spec.get("sleep", 0.0)))
         run.progress("work", (i + 1) / steps, f"Working {i + 1}/{steps}")
+    if run.job.type == "train":
+        _save_profile(run)
     run.progress("finish", 1.0)
     _record(run, "end")
     return {"echo": spec.get("echo"), "steps": steps}
+
+
+def _save_profile(run: JobRun) -> None:
+    images = run.params.get("images") or []
+    run.context.user_data.history.save_profile(
+        ProfileRecord(
+            id=run.job.id,
+            name=str(run.params.get("name") or "scripted"),
+            job_id=run.job.id,
+            owner=run.job.owner,
+            artifacts=[{"name": "photo", "key": images[0]}] if images else [],
+        )
+    )
 
 
 def _spec(params: dict[str, Any]) -> dict[str, Any]:
