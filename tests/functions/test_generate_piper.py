@@ -74,6 +74,8 @@ def platform(
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "generate")]
     env = {
         "MYSPINBOT_TRITON_URL": triton.url,
+        # Loading the voice uses Triton's repository API, which wants this key.
+        "MYSPINBOT_TRITON_ADMIN_KEY": triton.admin_key,
         "MYSPINBOT_TTS_ENGINE": "piper",
         "MYSPINBOT_TTS_VOICE": str(voice_file),
         "MYSPINBOT_VIDEO_SIZE": "256",
