@@ -138,7 +138,7 @@ def piper_rows(voice: str, repeat: int, row: Callable[[str, float, float], None]
         repository, data = Path(tmp) / "repository", Path(tmp) / "triton"
         repository.mkdir()
         with EmbeddedTriton(repository, data) as server:
-            engine = PiperEngine(voice, server.url)
+            engine = PiperEngine(voice, server.url, admin_key=server.admin_key)
             start = time.perf_counter()
             first = engine.synthesize(NARRATION, None)
             row(

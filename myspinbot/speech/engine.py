@@ -35,7 +35,10 @@ _ENGINES: dict[str, Callable[[Settings], SpeechEngine]] = {
     "espeak": lambda settings: EspeakEngine(),
     "flite": lambda settings: flite.FliteEngine(voice=settings.tts_voice),
     "piper": lambda settings: PiperEngine(
-        settings.tts_voice, settings.triton_url, retry_s=settings.triton_retry_s
+        settings.tts_voice,
+        settings.triton_url,
+        retry_s=settings.triton_retry_s,
+        admin_key=settings.triton_admin_key,
     ),
 }
 AUTO = "auto"

@@ -31,7 +31,13 @@ SENTENCE_PAUSE_S = 0.25
 class PiperEngine:
     name = "piper"
 
-    def __init__(self, voice: str | None, triton_url: str | None, retry_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        voice: str | None,
+        triton_url: str | None,
+        retry_s: float = 20.0,
+        admin_key: str | None = None,
+    ) -> None:
         if not voice:
             raise SpeechError(
                 "The speech engine `piper` needs a voice: set MYSPINBOT_TTS_VOICE to a Piper "
@@ -47,6 +53,7 @@ class PiperEngine:
             )
         self.triton_url = triton_url
         self.retry_s = retry_s
+        self.admin_key = admin_key  # loading the voice uses Triton's restricted repository API
 
     def synthesize(self, text: str, voice: VoiceProfile | None) -> Speech:
         from myspinbot.triton.client import ModelNotLoaded, TritonClient
@@ -60,7 +67,7 @@ class PiperEngine:
             raise SpeechError("The text has nothing the voice can pronounce.")
         v = self.voice
         scales = np.array([v.noise_scale, v.length_scale, v.noise_w], dtype=np.float32)
-        triton = TritonClient(self.triton_url, retry_s=self.retry_s)
+        triton = TritonClient(self.triton_url, retry_s=self.retry_s, admin_key=self.admin_key)
         try:
             model = ensure_voice_model(triton, v.onnx_path, v.digest, v.speakers)
             parts: list[npt.NDArray[np.float64]] = []

@@ -209,7 +209,13 @@ def test_the_generate_capabilities_say_why_speech_is_unavailable(tmp_path: Path)
 def test_the_voice_speaks_through_triton_intelligibly_and_aligns(
     triton: EmbeddedTriton,
 ) -> None:
-    engine = get_engine(Settings(tts_engine="piper", tts_voice=VOICE, triton_url=triton.url))
+    settings = Settings(
+        tts_engine="piper",
+        tts_voice=VOICE,
+        triton_url=triton.url,
+        triton_admin_key=triton.admin_key,
+    )
+    engine = get_engine(settings)
     assert isinstance(engine, PiperEngine)
     speech = engine.synthesize(NARRATION, None)
     assert speech.sample_rate == SAMPLE_RATE and 8.0 < speech.duration_s < 20.0
@@ -233,9 +239,9 @@ def test_the_voice_speaks_through_triton_intelligibly_and_aligns(
 
 
 def test_a_voice_model_dropped_by_triton_is_loaded_again(triton: EmbeddedTriton) -> None:
-    engine = PiperEngine(VOICE, triton.url)
+    engine = PiperEngine(VOICE, triton.url, admin_key=triton.admin_key)
     engine.synthesize("Hello.", None)
-    client = TritonClient(triton.url)
+    client = TritonClient(triton.url, admin_key=triton.admin_key)
     try:
         client.unload_model(voice_model_name(engine.voice.digest))
         speech = engine.synthesize("Good morning to you.", None)
