@@ -396,6 +396,7 @@ def test_the_page_has_no_inline_script_style_or_handler() -> None:
 
 
 # --- deleting from the UI -------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # a training and a video first, on a machine others share
 def test_a_finished_job_and_a_profile_are_deleted_from_the_ui(
     platform: RunningPlatform, watch: Watch
 ) -> None:
@@ -405,14 +406,14 @@ def test_a_finished_job_and_a_profile_are_deleted_from_the_ui(
     )
     assert resp.status_code == 202, resp.text
     profile_id = resp.json()["jobId"]
-    assert platform.wait_state(profile_id, {"completed", "failed"}, 180)["state"] == "completed"
+    assert platform.wait_state(profile_id, {"completed", "failed"}, 300)["state"] == "completed"
     resp = platform.post(
         "/api/generate",
         json={"profileId": profile_id, "mode": "direct", "narration": "Soon gone."},
     )
     assert resp.status_code == 202, resp.text
     video_id = resp.json()["jobId"]
-    assert platform.wait_state(video_id, {"completed", "failed"}, 240)["state"] == "completed"
+    assert platform.wait_state(video_id, {"completed", "failed"}, 480)["state"] == "completed"
 
     page = sign_in(watch, platform)
     dialogs: list[str] = []
