@@ -25,6 +25,7 @@ _JOB_OPERATIONS = {
     "JobDetail": ("/api/jobs/{job_id}", "get"),
     "CancelJob": ("/api/jobs/{job_id}/cancel", "post"),
     "RetryJob": ("/api/jobs/{job_id}/retry", "post"),
+    "DeleteJob": ("/api/jobs/{job_id}", "delete"),
 }
 # (path, method, status) of the answers that carry a `jobId`
 _JOB_SOURCES = [

@@ -73,7 +73,7 @@ def test_generate_with_an_impossible_profile_id_is_missing(platform: RunningPlat
 def test_the_document_links_a_submit_to_its_job(platform: RunningPlatform) -> None:
     doc = platform.get("/openapi.json").json()
     links = doc["paths"]["/api/generate"]["post"]["responses"]["202"]["links"]
-    assert set(links) == {"JobStatus", "JobDetail", "CancelJob", "RetryJob"}
+    assert set(links) == {"JobStatus", "JobDetail", "CancelJob", "RetryJob", "DeleteJob"}
     status = links["JobStatus"]
     assert status["parameters"] == {"job_id": "$response.body#/jobId"}
     # The link, followed by hand: the submit's jobId is what the status route takes.
