@@ -106,9 +106,12 @@ class RunningPlatform:
         if self.proc.poll() is not None:
             raise AssertionError(f"`myspinbot up` exited:\n{self.log.read_text()[-4000:]}")
         try:
-            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+            healthy = httpx.get(self.url + "/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+        # `up` writes the owner's token before it starts the gateway: a healthy answer
+        # without it came from some other process on this port.
+        return healthy and (self.data_dir / "secrets" / "owner.token").exists()
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:

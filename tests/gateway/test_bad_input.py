@@ -162,7 +162,7 @@ def test_train_voice_that_is_text(platform: RunningPlatform) -> None:
     )
 
 
-def tone_wav(seconds: float = 6.0) -> bytes:
+def tone_wav(seconds: float = 4.0) -> bytes:
     """A steady hum, loud and voiced, that no one would call speech."""
     import wave
 
