@@ -28,6 +28,8 @@ from myspinbot.settings import get_settings
 from myspinbot.storage import EmbeddedS3
 from tests.functions.nuclio_processor import processor_config
 
+INTERNAL_TOKEN = "internal-token-of-this-test"
+AS_GATEWAY = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 S3_KEYS = ("harness", token_urlsafe(24))
 
@@ -49,6 +51,7 @@ def env(
     s3_endpoint: str,
 ) -> Iterator[None]:
     monkeypatch.setenv("MYSPINBOT_REDIS_URL", redis_url)
+    monkeypatch.setenv("MYSPINBOT_INTERNAL_TOKEN", INTERNAL_TOKEN)  # what the gateway sends
     monkeypatch.setenv("MYSPINBOT_S3_ENDPOINT", s3_endpoint)
     monkeypatch.setenv("MYSPINBOT_S3_ACCESS_KEY", S3_KEYS[0])
     monkeypatch.setenv("MYSPINBOT_S3_SECRET_KEY", S3_KEYS[1])
@@ -108,10 +111,16 @@ def test_ws_relay_applies_an_event(r: redis.Redis) -> None:
 def test_status_answers_queries(r: redis.Redis) -> None:
     handler = load("status").handler
     platform = Platform()
-    listing = platform.call_handler(handler, nuclio_sdk.Event(path="/jobs", method="GET"))
+    listing = platform.call_handler(
+        handler, nuclio_sdk.Event(path="/jobs", method="GET", headers=AS_GATEWAY)
+    )
     assert listing.status_code == 200 and listing.body["total"] == 0
-    missing = platform.call_handler(handler, nuclio_sdk.Event(path="/status/nope", method="GET"))
+    missing = platform.call_handler(
+        handler, nuclio_sdk.Event(path="/status/nope", method="GET", headers=AS_GATEWAY)
+    )
     assert missing.status_code == 404 and "nope" in missing.body["error"]
+    stranger = platform.call_handler(handler, nuclio_sdk.Event(path="/jobs", method="GET"))
+    assert stranger.status_code == 401
 
 
 def emitted(r: redis.Redis) -> list[dict[str, Any]]:
@@ -166,7 +175,7 @@ def test_status_answers_nuclio_shaped_events() -> None:
     module = load("status")
     context = nuclio_context()
     module.init_context(context)
-    out = module.handler(context, nuclio_event(b"", path="/jobs", method="GET"))
+    out = module.handler(context, nuclio_event(b"", path="/jobs", method="GET", headers=AS_GATEWAY))
     assert out.status_code == 200 and out.body["total"] == 0
 
 
