@@ -19,7 +19,8 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory, triton: EmbeddedTriton
 ) -> Iterator[RunningPlatform]:
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "generate")]
-    env = {"MYSPINBOT_TRITON_URL": triton.url}
+    # Its repository API (the health check's model index) wants the admin key.
+    env = {"MYSPINBOT_TRITON_URL": triton.url, "MYSPINBOT_TRITON_ADMIN_KEY": triton.admin_key}
     p = RunningPlatform(tmp_path_factory.mktemp("caps"), functions=functions, env=env)
     yield p.start()
     assert p.stop() == 0
