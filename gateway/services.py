@@ -198,6 +198,7 @@ def _deletion(settings: Settings, redis_url: str, store: ArtifactStore | None) -
         store,
         triton_url=settings.triton_url,
         triton_retry_s=min(settings.triton_retry_s, 5.0),
+        triton_admin_key=settings.triton_admin_key,
     )
 
 

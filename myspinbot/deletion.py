@@ -93,12 +93,15 @@ class Deletion:
         *,
         triton_url: str | None = None,
         triton_retry_s: float = 5.0,
+        triton_admin_key: str | None = None,
     ) -> None:
         self.redis = client
         self.history = history
         self.store = store
         self.triton_url = triton_url
         self.triton_retry_s = triton_retry_s
+        # Unloading is a model-repository request: a restricted Triton wants the key.
+        self.triton_admin_key = triton_admin_key
 
     # --- jobs -------------------------------------------------------------------------------
     def job(self, job_id: str, owner: str | None = None) -> Deleted | None:
@@ -199,7 +202,9 @@ class Deletion:
             TritonUnavailable,
         )
 
-        triton = TritonClient(self.triton_url, retry_s=self.triton_retry_s)
+        triton = TritonClient(
+            self.triton_url, retry_s=self.triton_retry_s, admin_key=self.triton_admin_key
+        )
         try:
             triton.unload_model(name)
         except ModelNotLoaded:

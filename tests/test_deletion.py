@@ -37,18 +37,29 @@ DAY_S = 86400.0
 
 
 @pytest.fixture(scope="module")
-def triton(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def own_triton(
+    exported: Exported, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedTriton]:
     server = EmbeddedTriton(exported.repository, tmp_path_factory.mktemp("del-triton"))
     server.start()
-    yield server.url
+    yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, triton: str) -> Iterator[RunningPlatform]:
+def triton(own_triton: EmbeddedTriton) -> str:
+    return own_triton.url
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, own_triton: EmbeddedTriton
+) -> Iterator[RunningPlatform]:
     functions = [FUNCTIONS / n for n in ("status", "ws-relay", "train", "generate")]
     env = {
-        "MYSPINBOT_TRITON_URL": triton,
+        "MYSPINBOT_TRITON_URL": own_triton.url,
+        # Its repository API (LoRA loads and unloads) wants this key.
+        "MYSPINBOT_TRITON_ADMIN_KEY": own_triton.admin_key,
         "MYSPINBOT_TRITON_RETRY_S": "3",
         "MYSPINBOT_VIDEO_SIZE": "128",
         "MYSPINBOT_UPSCALER": "lanczos",
@@ -104,7 +115,7 @@ def cli_run(p: RunningPlatform, *args: str) -> Any:
 
 
 def store(p: RunningPlatform) -> ArtifactStore:
-    return ArtifactStore(p.state()["urls"]["s3"], "myspinbot", "myspinbot", "myspinbot-secret")
+    return p.store()
 
 
 def bucket(p: RunningPlatform) -> list[str]:

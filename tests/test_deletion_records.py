@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from itertools import count
@@ -30,7 +31,10 @@ _ids = count(1)
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
-    with EmbeddedS3(tmp_path_factory.mktemp("s3")) as server:
+    keys = ("deletion", secrets.token_urlsafe(24))
+    with EmbeddedS3(
+        tmp_path_factory.mktemp("s3"), access_key=keys[0], secret_key=keys[1]
+    ) as server:
         yield server
 
 
