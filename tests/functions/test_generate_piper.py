@@ -37,10 +37,10 @@ from tests.animate.lipsync_support import (
     OPEN_VOWELS,
     SIZE,
     bilabial_groups,
+    closed_mouth_photo,
     frames_during,
     measure,
     prepared,
-    smiling_photo,
 )
 from tests.lipsync import decode_audio, decode_video, mouth_sync
 from tests.media_fixtures import RATE, face_photos
@@ -163,11 +163,14 @@ def test_the_piper_voices_timeline_closes_the_lips_for_p_b_and_m(
 ) -> None:
     """The lips meet where the Piper voice says p, b or m: the test aligns the delivered
     audio itself and measures the lips with a face mesh on the decoded frames (the
-    measure of tests/animate/test_lipsync.py, on its smiling, teeth-showing portrait, face
-    centred at the size the measure was made for: on a small face a closed and an open
-    mouth differ by a pixel or two)."""
+    measure of tests/animate/test_lipsync.py, on its closed-mouth portrait, face centred at
+    the size the measure was made for: on a small face a closed and an open mouth differ
+    by a pixel or two). The closed-mouth photo, not the smiling one: the voice samples its
+    durations, so the groups differ per rendition; on the smiling photo the lips met in
+    14-19 of 22 across renditions, too close to the bound to tell the engine's fault from
+    the photo's (tests/animate/test_lipsync.py holds both photos to it)."""
     png = io.BytesIO()
-    prepared(smiling_photo()).save(png, "PNG")
+    prepared(closed_mouth_photo()).save(png, "PNG")
     video = _generate(platform, BILABIAL_TEXT, png.getvalue(), tmp_path, size=SIZE)
     alignment = align(video.sound, RATE, BILABIAL_TEXT)
     groups = bilabial_groups(alignment)
