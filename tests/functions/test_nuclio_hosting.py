@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from myspinbot import keys
+from myspinbot import datadir, keys
 from tests.functions.nuclio_processor import NuclioWorker
 from tests.support import FUNCTIONS, SCRIPTED, RunningPlatform, wait_for
 
@@ -31,11 +31,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
 def nuclio_worker(
     platform: RunningPlatform, function_dir: Path, work: Path, pod: str
 ) -> NuclioWorker:
-    state = platform.state()["urls"]
+    # What a Nuclio deployment's env holds: the servers' addresses and their credentials
+    # (`up` generated them; its state file shows the Redis password as ***).
     env = {
         **platform.env,
-        "MYSPINBOT_REDIS_URL": state["redis"],
-        "MYSPINBOT_S3_ENDPOINT": state["s3"],
+        "MYSPINBOT_REDIS_URL": platform.redis_url,
+        "MYSPINBOT_S3_ENDPOINT": platform.state()["urls"]["s3"],
+        "MYSPINBOT_S3_ACCESS_KEY": platform.secret(datadir.S3_ACCESS_KEY),
+        "MYSPINBOT_S3_SECRET_KEY": platform.secret(datadir.S3_SECRET_KEY),
         "MYSPINBOT_DATA_DIR": str(platform.data_dir.resolve()),  # its SQLite history
         "MYSPINBOT_INTERNAL_TOKEN": internal_token(platform),
     }
