@@ -21,7 +21,12 @@ from myspinbot.imaging.txt2img import (
 )
 from myspinbot.triton.client import TritonClient
 from myspinbot.triton.lora import LoraModels
-from myspinbot.triton.repository import EXPORT_INFO_FILE, MODELS, read_export_info
+from myspinbot.triton.repository import (
+    ADMIN_KEY_HEADER,
+    EXPORT_INFO_FILE,
+    MODELS,
+    read_export_info,
+)
 from myspinbot.triton.server import EmbeddedTriton
 from tests.triton_support import Exported
 
@@ -53,7 +58,8 @@ def test_export_command_writes_a_repository_tritonserver_loads(
 
     with EmbeddedTriton(repo, tmp_path / "triton") as server:
         assert httpx.get(server.url + "/v2/health/ready").status_code == 200
-        index = httpx.post(server.url + "/v2/repository/index", json={}).json()
+        admin = {ADMIN_KEY_HEADER: server.admin_key}  # the index is a restricted API
+        index = httpx.post(server.url + "/v2/repository/index", json={}, headers=admin).json()
         assert {m["name"]: m["state"] for m in index} == dict.fromkeys(MODELS, "READY")
         for model in MODELS:
             config = httpx.get(f"{server.url}/v2/models/{model}/config").json()
