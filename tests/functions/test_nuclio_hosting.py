@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from myspinbot import keys
+from myspinbot import datadir, keys
 from tests.functions.nuclio_processor import NuclioWorker
 from tests.support import FUNCTIONS, SCRIPTED, RunningPlatform, wait_for
 
@@ -34,8 +34,11 @@ def nuclio_worker(
     state = platform.state()["urls"]
     env = {
         **platform.env,
-        "MYSPINBOT_REDIS_URL": state["redis"],
+        # The embedded servers' generated credentials (the state file hides the password).
+        "MYSPINBOT_REDIS_URL": platform.redis_url,
         "MYSPINBOT_S3_ENDPOINT": state["s3"],
+        "MYSPINBOT_S3_ACCESS_KEY": platform.secret(datadir.S3_ACCESS_KEY),
+        "MYSPINBOT_S3_SECRET_KEY": platform.secret(datadir.S3_SECRET_KEY),
         "MYSPINBOT_DATA_DIR": str(platform.data_dir.resolve()),  # its SQLite history
         "MYSPINBOT_INTERNAL_TOKEN": internal_token(platform),
     }
