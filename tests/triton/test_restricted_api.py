@@ -70,7 +70,10 @@ def test_a_model_load_without_the_admin_key_is_refused(
 
 
 def test_inference_and_health_stay_open(triton: EmbeddedTriton) -> None:
-    assert httpx.get(triton.url + "/v2/health/ready").status_code == 200
+    assert httpx.get(triton.url + "/v2/health/live").status_code == 200
+    # Readiness is open too; on this session-wide server it may be 400 (not ready) while
+    # another test's deliberately broken model sits unavailable, but never 403.
+    assert httpx.get(triton.url + "/v2/health/ready").status_code in (200, 400)
     client = TritonClient(triton.url)  # no key
     try:
         out = client.infer("text_encoder", {"input_ids": IDS}, ["last_hidden_state"])
