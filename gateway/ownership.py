@@ -83,22 +83,23 @@ def list_owner(user: Viewer, requested: str | None) -> str | Nobody | None:
     return user.id
 
 
-async def job_status(s: Services, user: Viewer, job_id: str) -> dict[str, Any]:
-    view: dict[str, Any] = await s.query(
-        f"/status/{_checked(job_id, no_job(job_id))}"
-    )  # a missing one: 404
+async def _owned(
+    s: Services, user: Viewer, path: str, object_id: str, missing: ApiError
+) -> dict[str, Any]:
+    """The status function's view of one object the user may see; someone else's answers
+    exactly like a missing one (the status function's own 404)."""
+    view: dict[str, Any] = await s.query(f"/{path}/{_checked(object_id, missing)}")
     if not may_see(user, view.get("owner")):
-        raise no_job(job_id)
+        raise missing
     return view
 
 
+async def job_status(s: Services, user: Viewer, job_id: str) -> dict[str, Any]:
+    return await _owned(s, user, "status", job_id, no_job(job_id))
+
+
 async def job_detail(s: Services, user: Viewer, job_id: str) -> dict[str, Any]:
-    detail: dict[str, Any] = await s.query(
-        f"/jobs/{_checked(job_id, no_job(job_id))}"
-    )  # a missing one: 404
-    if not may_see(user, detail.get("owner")):
-        raise no_job(job_id)
-    return detail
+    return await _owned(s, user, "jobs", job_id, no_job(job_id))
 
 
 async def live_job(s: Services, user: Viewer, job_id: str) -> None:
@@ -109,12 +110,7 @@ async def live_job(s: Services, user: Viewer, job_id: str) -> None:
 
 
 async def profile(s: Services, user: Viewer, profile_id: str) -> dict[str, Any]:
-    view: dict[str, Any] = await s.query(
-        f"/profiles/{_checked(profile_id, no_profile(profile_id))}"
-    )  # a missing one: 404
-    if not may_see(user, view.get("owner")):
-        raise no_profile(profile_id)
-    return view
+    return await _owned(s, user, "profiles", profile_id, no_profile(profile_id))
 
 
 async def upload_exists(

@@ -21,6 +21,7 @@ from myspinbot import keys
 from myspinbot.accounts import Accounts
 from myspinbot.db import JobHistory
 from myspinbot.db.history import create_db_engine
+from myspinbot.db.migrations import migrate
 from myspinbot.db.uploads import Uploads
 from myspinbot.deletion import Deletion
 from myspinbot.metrics import PlatformCollector
@@ -68,21 +69,21 @@ class Services:
         )
         store = ArtifactStore.from_settings(settings) if settings.s3_endpoint else None
         links = Links(store, settings.link_ttl_s)
+        # One SQL engine for the request path (SQLite's busy timeout and WAL mode, as the
+        # history writer has), migrated once: the health check, uploads and accounts share it.
+        sql = create_db_engine(settings.sqlalchemy_url)
+        migrate(sql)
         return cls(
             settings=settings,
             redis=client,
             status=httpx.AsyncClient(base_url=status_url, timeout=10.0, headers=status_headers),
             store=store,
-            db=sa.create_engine(settings.sqlalchemy_url, pool_pre_ping=True),
+            db=sql,
             hub=Hub(client, settings.ws_queue_size, sign=links.message),
             metrics_registry=registry,
-            uploads=Uploads.open(settings.sqlalchemy_url),
+            uploads=Uploads(sql),
             links=links,
-            # Its own engine: SQLite's busy timeout and WAL mode, as the history writer has.
-            accounts=Accounts(
-                create_db_engine(settings.sqlalchemy_url),
-                outage_grace_s=settings.auth_outage_grace_s,
-            ),
+            accounts=Accounts(sql, outage_grace_s=settings.auth_outage_grace_s),
             deletion=_deletion(settings, redis_url, store),
         )
 
@@ -90,9 +91,7 @@ class Services:
         await self.hub.stop()
         await self.status.aclose()
         await self.redis.aclose()
-        self.db.dispose()
-        self.uploads.close()
-        self.accounts.close()
+        self.db.dispose()  # uploads and accounts share it
         if self.deletion is not None:
             self.deletion.history.close()
             self.deletion.redis.close()
